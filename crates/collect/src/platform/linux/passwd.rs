@@ -1,0 +1,1 @@
+//! Stub: /etc/passwd parsing.

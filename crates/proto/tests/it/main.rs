@@ -1,0 +1,4 @@
+//! Integration tests of the wire types.
+
+mod report;
+mod schema;
