@@ -27,7 +27,11 @@ pub fn run(args: &ScanArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn options(args: &ScanArgs) -> ScanOptions {
-    let mut workers = if args.only.is_empty() { Worker::ALL.to_vec() } else { args.only.clone() };
+    let mut workers = if args.only.is_empty() {
+        Worker::ALL.to_vec()
+    } else {
+        args.only.clone()
+    };
     workers.sort();
     workers.dedup();
     ScanOptions {
@@ -65,7 +69,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;

@@ -9,7 +9,11 @@ use muster_proto::{DaemonReport, FunctionData, FunctionReport, Worker};
 pub fn render(report: &DaemonReport) -> String {
     let mut out = Lines::default();
     out.line("host", host(report));
-    for function in report.worker_reports.iter().flat_map(|w| &w.function_reports) {
+    for function in report
+        .worker_reports
+        .iter()
+        .flat_map(|w| &w.function_reports)
+    {
         match &function.data {
             FunctionData::System(items) => {
                 if let Some(s) = items.first() {
@@ -56,13 +60,21 @@ pub fn render(report: &DaemonReport) -> String {
                 for m in items {
                     out.line(
                         "memory",
-                        format!("{}, swap {}", bytes(m.total_bytes), bytes(m.swap_total_bytes)),
+                        format!(
+                            "{}, swap {}",
+                            bytes(m.total_bytes),
+                            bytes(m.swap_total_bytes)
+                        ),
                     );
                 }
             }
             FunctionData::Disks(items) => {
                 let disks = items.iter().map(|d| {
-                    let model = d.model.as_deref().map(|m| format!(" {m}")).unwrap_or_default();
+                    let model = d
+                        .model
+                        .as_deref()
+                        .map(|m| format!(" {m}"))
+                        .unwrap_or_default();
                     format!("{} {}{model}", d.name, bytes(d.size_bytes))
                 });
                 out.list("disks", disks);
@@ -89,13 +101,14 @@ pub fn render(report: &DaemonReport) -> String {
                 });
                 out.list("network", interfaces);
             }
-            FunctionData::Users(items) => {
-                if !items.is_empty() {
-                    let mut users: Vec<&str> = items.iter().map(|u| u.user.as_str()).collect();
-                    users.sort_unstable();
-                    users.dedup();
-                    out.line("users", format!("{} session(s): {}", items.len(), users.join(", ")));
-                }
+            FunctionData::Users(items) if !items.is_empty() => {
+                let mut users: Vec<&str> = items.iter().map(|u| u.user.as_str()).collect();
+                users.sort_unstable();
+                users.dedup();
+                out.line(
+                    "users",
+                    format!("{} session(s): {}", items.len(), users.join(", ")),
+                );
             }
             FunctionData::Processes(items) => out.line("processes", items.len().to_string()),
             FunctionData::Systemd(items) | FunctionData::WindowsServices(items) => {
@@ -103,8 +116,7 @@ pub fn render(report: &DaemonReport) -> String {
                 match &function.unavailable {
                     Some(reason) => out.line("services", format!("unavailable: {reason}")),
                     None => {
-                        let running =
-                            items.iter().filter(|s| s.sub_state == "running").count();
+                        let running = items.iter().filter(|s| s.sub_state == "running").count();
                         out.line("services", format!("{label}, {running} running"));
                     }
                 }
@@ -134,7 +146,11 @@ pub fn render(report: &DaemonReport) -> String {
             .iter()
             .map(|f| format!("{} {}", f.name(), f.data.len()))
             .collect::<Vec<_>>();
-        let text = if sources.is_empty() { "no package source found".into() } else { sources.join(", ") };
+        let text = if sources.is_empty() {
+            "no package source found".into()
+        } else {
+            sources.join(", ")
+        };
         out.line("packages", text);
     }
     let problems = report
@@ -175,7 +191,11 @@ fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// `3d 4h`, `5h 12m`, `42m`.
@@ -243,7 +263,10 @@ mod tests {
             publisher: None,
         };
         DaemonReport::new(
-            HostIdentity { hostname: "web-01".into(), machine_id: Some("abc".into()) },
+            HostIdentity {
+                hostname: "web-01".into(),
+                machine_id: Some("abc".into()),
+            },
             vec![
                 WorkerReport::new(
                     Worker::Hardware,
@@ -270,7 +293,10 @@ mod tests {
                 ),
                 WorkerReport::new(
                     Worker::Services,
-                    vec![FunctionReport::unavailable("systemd", "systemd is not running")],
+                    vec![FunctionReport::unavailable(
+                        "systemd",
+                        "systemd is not running",
+                    )],
                 ),
             ],
         )

@@ -19,7 +19,11 @@ pub fn scan_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["scan"];
     all.extend_from_slice(args);
     let out = agent(&all);
-    assert!(out.status.success(), "scan failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "scan failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("scan prints one JSON document")
 }
 
@@ -32,6 +36,10 @@ pub fn function_data<'a>(report: &'a serde_json::Value, name: &str) -> &'a [serd
         .flat_map(|w| w["function_reports"].as_array().unwrap())
         .find(|f| f["name"] == name)
         .unwrap_or_else(|| panic!("no function report `{name}`"));
-    assert!(function.get("error").is_none(), "{name} failed: {}", function["error"]);
+    assert!(
+        function.get("error").is_none(),
+        "{name} failed: {}",
+        function["error"]
+    );
     function["data"].as_array().unwrap()
 }

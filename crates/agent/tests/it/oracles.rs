@@ -15,7 +15,10 @@ use crate::{function_data, scan_json};
 fn tool(program: &str, args: &[&str]) -> Option<String> {
     match Command::new(program).args(args).output() {
         Ok(out) if out.status.success() => Some(String::from_utf8(out.stdout).unwrap()),
-        Ok(out) => panic!("{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Ok(out) => panic!(
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(e) => {
             eprintln!("skipping the {program} oracle: {program} is not available here ({e})");
             None
@@ -38,7 +41,9 @@ fn dpkg_packages_equal_dpkg_query() {
         return;
     }
     let format = "${Package}\t${Version}\t${Architecture}\t${db:Status-Status}\n";
-    let Some(listing) = tool("dpkg-query", &["-W", "-f", format]) else { return };
+    let Some(listing) = tool("dpkg-query", &["-W", "-f", format]) else {
+        return;
+    };
     let expected: BTreeSet<(String, String, String)> = listing
         .lines()
         .filter_map(|line| {
@@ -49,18 +54,33 @@ fn dpkg_packages_equal_dpkg_query() {
     let report = scan_json(&["--only", "software"]);
     let ours: BTreeSet<(String, String, String)> = function_data(&report, "dpkg")
         .iter()
-        .map(|p| (str_of(&p["name"]), str_of(&p["version"]), str_of(&p["architecture"])))
+        .map(|p| {
+            (
+                str_of(&p["name"]),
+                str_of(&p["version"]),
+                str_of(&p["architecture"]),
+            )
+        })
         .collect();
     assert!(expected.len() > 10, "dpkg-query lists installed packages");
-    assert_eq!(ours.len(), function_data(&report, "dpkg").len(), "no package listed twice");
+    assert_eq!(
+        ours.len(),
+        function_data(&report, "dpkg").len(),
+        "no package listed twice"
+    );
     let missing: Vec<_> = expected.difference(&ours).collect();
     let extra: Vec<_> = ours.difference(&expected).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nextra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
 }
 
 #[test]
 fn interfaces_and_addresses_equal_ip_addr() {
-    let Some(listing) = tool("ip", &["-j", "addr"]) else { return };
+    let Some(listing) = tool("ip", &["-j", "addr"]) else {
+        return;
+    };
     let listing: Value = serde_json::from_str(&listing).unwrap();
     let expected: BTreeMap<String, BTreeSet<String>> = listing
         .as_array()
@@ -103,7 +123,10 @@ fn memory_total_equals_proc_meminfo() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     let report = hardware();
-    assert_eq!(function_data(&report, "memory")[0]["total_bytes"], kib * 1024);
+    assert_eq!(
+        function_data(&report, "memory")[0]["total_bytes"],
+        kib * 1024
+    );
 }
 
 #[test]
@@ -113,27 +136,45 @@ fn real_filesystems_equal_findmnt() {
     };
     fn flatten(node: &Value, out: &mut BTreeSet<(String, String, String)>) {
         for fs in node.as_array().map(|a| a.as_slice()).unwrap_or_default() {
-            out.insert((str_of(&fs["target"]), str_of(&fs["source"]), str_of(&fs["fstype"])));
+            out.insert((
+                str_of(&fs["target"]),
+                str_of(&fs["source"]),
+                str_of(&fs["fstype"]),
+            ));
             flatten(&fs["children"], out);
         }
     }
     let mut expected = BTreeSet::new();
-    flatten(&serde_json::from_str::<Value>(&listing).unwrap()["filesystems"], &mut expected);
+    flatten(
+        &serde_json::from_str::<Value>(&listing).unwrap()["filesystems"],
+        &mut expected,
+    );
     let report = hardware();
     let items = function_data(&report, "filesystems");
     let ours: BTreeSet<(String, String, String)> = items
         .iter()
-        .map(|f| (str_of(&f["mount_point"]), str_of(&f["device"]), str_of(&f["fs_type"])))
+        .map(|f| {
+            (
+                str_of(&f["mount_point"]),
+                str_of(&f["device"]),
+                str_of(&f["fs_type"]),
+            )
+        })
         .collect();
     assert_eq!(ours, expected);
-    let root = items.iter().find(|f| f["mount_point"] == "/").expect("/ is a real filesystem");
+    let root = items
+        .iter()
+        .find(|f| f["mount_point"] == "/")
+        .expect("/ is a real filesystem");
     assert!(root["size_bytes"].as_u64().unwrap() > 0);
     assert!(root["used_bytes"].as_u64().unwrap() <= root["size_bytes"].as_u64().unwrap());
 }
 
 #[test]
 fn logical_cpus_equal_getconf() {
-    let Some(online) = tool("getconf", &["_NPROCESSORS_ONLN"]) else { return };
+    let Some(online) = tool("getconf", &["_NPROCESSORS_ONLN"]) else {
+        return;
+    };
     let report = hardware();
     let cpu = &function_data(&report, "cpu")[0];
     assert_eq!(cpu["logical_cpus"], online.trim().parse::<u64>().unwrap());
@@ -143,7 +184,9 @@ fn logical_cpus_equal_getconf() {
 
 #[test]
 fn system_identity_equals_hostname_and_os_release() {
-    let Some(hostname) = tool("hostname", &[]) else { return };
+    let Some(hostname) = tool("hostname", &[]) else {
+        return;
+    };
     let report = hardware();
     let system = &function_data(&report, "system")[0];
     assert_eq!(system["hostname"], hostname.trim());
@@ -153,7 +196,11 @@ fn system_identity_equals_hostname_and_os_release() {
     let machine = tool("uname", &["-m"]).unwrap();
     assert_eq!(system["arch"], machine.trim());
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap();
-    let id = os_release.lines().find_map(|l| l.strip_prefix("ID=")).unwrap().trim_matches('"');
+    let id = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("ID="))
+        .unwrap()
+        .trim_matches('"');
     assert_eq!(system["os_id"], id);
 }
 

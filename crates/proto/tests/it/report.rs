@@ -2,8 +2,7 @@
 
 use muster_proto::data::{Cpu, Package};
 use muster_proto::{
-    DaemonReport, FunctionData, FunctionReport, HostIdentity, SCHEMA_VERSION, Worker,
-    WorkerReport,
+    DaemonReport, FunctionData, FunctionReport, HostIdentity, SCHEMA_VERSION, Worker, WorkerReport,
 };
 use serde_json::{Value, json};
 
@@ -26,7 +25,10 @@ fn sample() -> DaemonReport {
         publisher: None,
     };
     DaemonReport::new(
-        HostIdentity { hostname: "web-01".into(), machine_id: Some("0123abcd".into()) },
+        HostIdentity {
+            hostname: "web-01".into(),
+            machine_id: Some("0123abcd".into()),
+        },
         vec![
             WorkerReport::new(
                 Worker::Hardware,
@@ -61,7 +63,10 @@ fn json_has_the_seed_shape_and_the_envelope() {
     let id = uuid::Uuid::parse_str(value["report_id"].as_str().unwrap()).unwrap();
     assert_eq!(id.get_version_num(), 7, "report ids are UUIDv7");
     let datetime = value["datetime"].as_str().unwrap();
-    assert!(datetime.ends_with('Z'), "datetime is RFC 3339 UTC: {datetime}");
+    assert!(
+        datetime.ends_with('Z'),
+        "datetime is RFC 3339 UTC: {datetime}"
+    );
     datetime.parse::<jiff::Timestamp>().unwrap();
 }
 
@@ -71,7 +76,10 @@ fn round_trips_through_json() {
     let text = serde_json::to_string(&report).unwrap();
     let back: DaemonReport = serde_json::from_str(&text).unwrap();
     assert_eq!(back, report);
-    assert_eq!(back.function("rpm").unwrap().error.as_deref(), Some(report_error()));
+    assert_eq!(
+        back.function("rpm").unwrap().error.as_deref(),
+        Some(report_error())
+    );
     assert!(back.function("dmi").unwrap().data.is_empty());
 }
 
@@ -94,7 +102,9 @@ fn malformed_items_of_a_known_function_are_rejected_with_its_name() {
     let value = json!({
         "name": "cpu", "datetime": "2026-01-01T00:00:00Z", "data": [{ "model": 5 }]
     });
-    let err = serde_json::from_value::<FunctionReport>(value).unwrap_err().to_string();
+    let err = serde_json::from_value::<FunctionReport>(value)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("function report `cpu`"), "{err}");
 }
 
@@ -109,7 +119,10 @@ fn missing_data_reads_as_empty() {
 fn worker_names_parse_and_reject_unknown_ones() {
     for worker in Worker::ALL {
         assert_eq!(worker.as_str().parse::<Worker>().unwrap(), worker);
-        assert_eq!(serde_json::to_value(worker).unwrap(), Value::from(worker.as_str()));
+        assert_eq!(
+            serde_json::to_value(worker).unwrap(),
+            Value::from(worker.as_str())
+        );
     }
     assert!("firmware".parse::<Worker>().is_err());
 }

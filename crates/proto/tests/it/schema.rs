@@ -26,13 +26,30 @@ fn checked_in_schema_is_current() {
 fn schema_ties_each_function_name_to_its_item_type() {
     let schema = muster_proto::report_schema();
     let function = &schema["$defs"]["FunctionReport"];
-    let variants = function["oneOf"].as_array().expect("FunctionReport has oneOf variants");
-    let names: Vec<&str> =
-        variants.iter().map(|v| v["properties"]["name"]["const"].as_str().unwrap()).collect();
+    let variants = function["oneOf"]
+        .as_array()
+        .expect("FunctionReport has oneOf variants");
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|v| v["properties"]["name"]["const"].as_str().unwrap())
+        .collect();
     assert_eq!(names, muster_proto::FunctionData::NAMES);
-    let cpu = variants.iter().find(|v| v["properties"]["name"]["const"] == "cpu").unwrap();
+    let cpu = variants
+        .iter()
+        .find(|v| v["properties"]["name"]["const"] == "cpu")
+        .unwrap();
     assert_eq!(cpu["properties"]["data"]["items"]["$ref"], "#/$defs/Cpu");
-    for field in ["model", "vendor", "sockets", "physical_cores", "logical_cpus", "max_mhz"] {
-        assert!(schema["$defs"]["Cpu"]["properties"][field].is_object(), "Cpu.{field}");
+    for field in [
+        "model",
+        "vendor",
+        "sockets",
+        "physical_cores",
+        "logical_cpus",
+        "max_mhz",
+    ] {
+        assert!(
+            schema["$defs"]["Cpu"]["properties"][field].is_object(),
+            "Cpu.{field}"
+        );
     }
 }
