@@ -227,3 +227,21 @@ fn processes_include_this_test_with_its_parent() {
     let argv0 = std::env::args().next().unwrap();
     assert_eq!(process["cmdline"][0], argv0.as_str(), "{exe:?}");
 }
+
+#[test]
+fn virtualization_and_container_equal_systemd_detect_virt() {
+    // systemd-detect-virt prints `none` and exits 1 when there is nothing to detect.
+    let detect = |flag: &str| match Command::new("systemd-detect-virt").arg(flag).output() {
+        Ok(out) => Some(String::from_utf8(out.stdout).unwrap().trim().to_owned()),
+        Err(e) => {
+            eprintln!("skipping: systemd-detect-virt is not available here ({e})");
+            None
+        }
+    };
+    let (Some(vm), Some(container)) = (detect("--vm"), detect("--container")) else { return };
+    let report = hardware();
+    let system = &function_data(&report, "system")[0];
+    let ours = |field: &str| system[field].as_str().unwrap_or("none").to_owned();
+    assert_eq!(ours("virtualization"), vm);
+    assert_eq!(ours("container"), container);
+}

@@ -129,7 +129,23 @@ pub struct VirtInputs {
     pub device_tree_hypervisor: Option<String>,
     /// Whether `/proc/cpuinfo` has the `hypervisor` flag.
     pub cpu_hypervisor_flag: bool,
+    /// The hypervisor's CPUID vendor signature (leaf `0x4000_0000`), e.g. `KVMKVMKVM`; x86
+    /// only, and only when CPUID leaf 1 says a hypervisor is present.
+    pub cpuid_vendor: Option<String>,
 }
+
+/// CPUID hypervisor signatures and the systemd-detect-virt name each means.
+const CPUID_VENDORS: [(&str, &str); 9] = [
+    ("KVMKVMKVM", "kvm"),
+    ("Linux KVM Hv", "kvm"),
+    ("TCGTCGTCGTCG", "qemu"),
+    ("VMwareVMware", "vmware"),
+    ("Microsoft Hv", "microsoft"),
+    ("XenVMMXenVMM", "xen"),
+    ("VBoxVBoxVBox", "oracle"),
+    ("bhyve bhyve ", "bhyve"),
+    ("ACRNACRNACRN", "acrn"),
+];
 
 /// DMI vendor prefixes and the systemd-detect-virt name each means.
 const DMI_VENDORS: [(&str, &str); 17] = [
@@ -154,7 +170,48 @@ const DMI_VENDORS: [(&str, &str); 17] = [
 ];
 
 /// The hypervisor named in systemd-detect-virt's vocabulary, or `None` on bare metal.
+///
+/// The order is systemd's: DMI names that a KVM- or Hyper-V-based platform still wants to be
+/// known by (Amazon, VirtualBox, Parallels, Xen) win; then the CPUID signature, which tells
+/// KVM from plain QEMU; then the rest of DMI; then the device tree and the cpuinfo flag.
 pub fn detect_virtualization(inputs: &VirtInputs) -> Option<&'static str> {
+    let dmi = detect_dmi_vm(inputs);
+    if let Some(name @ ("oracle" | "xen" | "amazon" | "parallels")) = dmi {
+        return Some(name);
+    }
+    if inputs.hypervisor_type.as_deref() == Some("xen") {
+        // dom0 hosts the other domains; systemd does not count it as a VM.
+        let dom0 = inputs
+            .xen_capabilities
+            .as_deref()
+            .is_some_and(|c| c.contains("control_d"));
+        return (!dom0).then_some("xen");
+    }
+    let cpuid = inputs.cpuid_vendor.as_deref().map(|vendor| {
+        CPUID_VENDORS
+            .iter()
+            .find(|(signature, _)| vendor.trim_end_matches('\0') == signature.trim_end())
+            .map_or("vm-other", |&(_, name)| name)
+    });
+    if let found @ Some(_) = cpuid.or(dmi) {
+        return found;
+    }
+    if let Some(compatible) = &inputs.device_tree_hypervisor {
+        return Some(if compatible.contains("linux,kvm") {
+            "kvm"
+        } else if compatible.contains("xen") {
+            "xen"
+        } else if compatible.contains("vmware") {
+            "vmware"
+        } else {
+            "vm-other"
+        });
+    }
+    inputs.cpu_hypervisor_flag.then_some("vm-other")
+}
+
+/// What the DMI strings alone say.
+fn detect_dmi_vm(inputs: &VirtInputs) -> Option<&'static str> {
     let [product_name, sys_vendor, ..] = &inputs.dmi;
     for value in inputs.dmi.iter().flatten() {
         let Some(&(_, name)) = DMI_VENDORS.iter().find(|(p, _)| value.starts_with(p)) else {
@@ -176,26 +233,35 @@ pub fn detect_virtualization(inputs: &VirtInputs) -> Option<&'static str> {
     {
         return Some("microsoft");
     }
-    if inputs.hypervisor_type.as_deref() == Some("xen") {
-        // dom0 hosts the other domains; systemd does not count it as a VM.
-        let dom0 = inputs
-            .xen_capabilities
-            .as_deref()
-            .is_some_and(|c| c.contains("control_d"));
-        return (!dom0).then_some("xen");
+    None
+}
+
+/// The hypervisor vendor signature from CPUID, when CPUID says there is a hypervisor.
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+fn cpuid_hypervisor_vendor() -> Option<String> {
+    #[cfg(target_arch = "x86")]
+    use std::arch::x86::__cpuid;
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::__cpuid;
+    // Leaf 1, ECX bit 31: "hypervisor present"; leaf 0x4000_0000 then names it in EBX/ECX/EDX.
+    if __cpuid(1).ecx >> 31 & 1 == 0 {
+        return None;
     }
-    if let Some(compatible) = &inputs.device_tree_hypervisor {
-        return Some(if compatible.contains("linux,kvm") {
-            "kvm"
-        } else if compatible.contains("xen") {
-            "xen"
-        } else if compatible.contains("vmware") {
-            "vmware"
-        } else {
-            "vm-other"
-        });
-    }
-    inputs.cpu_hypervisor_flag.then_some("vm-other")
+    let leaf = __cpuid(0x4000_0000);
+    let bytes: Vec<u8> = [leaf.ebx, leaf.ecx, leaf.edx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    Some(
+        String::from_utf8_lossy(&bytes)
+            .trim_end_matches('\0')
+            .to_owned(),
+    )
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+fn cpuid_hypervisor_vendor() -> Option<String> {
+    None
 }
 
 /// Whether the first `flags` line of `/proc/cpuinfo` lists `hypervisor` (x86 only).
@@ -327,6 +393,8 @@ fn virtualization(context: &Context) -> Option<&'static str> {
         xen_capabilities: context.attr("/proc/xen/capabilities"),
         device_tree_hypervisor: context.attr("/proc/device-tree/hypervisor/compatible"),
         cpu_hypervisor_flag: false,
+        // CPUID describes the machine we run on, not a fixture tree.
+        cpuid_vendor: context.is_live().then(cpuid_hypervisor_vendor).flatten(),
     };
     // cpuinfo is the costliest input and only the last resort, so it is read only when the
     // cheap ones said nothing.
@@ -580,6 +648,47 @@ mod tests {
         };
         assert_eq!(detect_virtualization(&flag_only), Some("vm-other"));
         assert_eq!(detect_virtualization(&VirtInputs::default()), None);
+    }
+
+    #[test]
+    fn cpuid_tells_kvm_from_plain_qemu_but_named_platforms_keep_their_name() {
+        let with_cpuid = |dmi: &str, vendor: &str| VirtInputs {
+            cpuid_vendor: Some(vendor.into()),
+            cpu_hypervisor_flag: true,
+            ..vm(dmi)
+        };
+        let qemu_dmi = "Standard PC (Q35 + ICH9, 2009)|QEMU|-|SeaBIOS|pc-q35-7.2";
+        assert_eq!(
+            detect_virtualization(&with_cpuid(qemu_dmi, "KVMKVMKVM")),
+            Some("kvm")
+        );
+        assert_eq!(
+            detect_virtualization(&with_cpuid(qemu_dmi, "TCGTCGTCGTCG")),
+            Some("qemu")
+        );
+        let ec2 = "m6i.large|Amazon EC2|Amazon EC2|Amazon EC2|-";
+        assert_eq!(
+            detect_virtualization(&with_cpuid(ec2, "KVMKVMKVM")),
+            Some("amazon")
+        );
+        let vbox = "VirtualBox|innotek GmbH|Oracle Corporation|innotek GmbH|1.2";
+        assert_eq!(
+            detect_virtualization(&with_cpuid(vbox, "KVMKVMKVM")),
+            Some("oracle")
+        );
+        // No DMI at all (Firecracker, cloud-hypervisor): CPUID alone names it.
+        assert_eq!(
+            detect_virtualization(&with_cpuid("-|-|-|-|-", "KVMKVMKVM")),
+            Some("kvm")
+        );
+        assert_eq!(
+            detect_virtualization(&with_cpuid("-|-|-|-|-", "Microsoft Hv")),
+            Some("microsoft")
+        );
+        assert_eq!(
+            detect_virtualization(&with_cpuid("-|-|-|-|-", "SomethingNew")),
+            Some("vm-other")
+        );
     }
 
     #[test]
