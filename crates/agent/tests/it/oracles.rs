@@ -238,7 +238,9 @@ fn virtualization_and_container_equal_systemd_detect_virt() {
             None
         }
     };
-    let (Some(vm), Some(container)) = (detect("--vm"), detect("--container")) else { return };
+    let (Some(vm), Some(container)) = (detect("--vm"), detect("--container")) else {
+        return;
+    };
     let report = hardware();
     let system = &function_data(&report, "system")[0];
     let ours = |field: &str| system[field].as_str().unwrap_or("none").to_owned();

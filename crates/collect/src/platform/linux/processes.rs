@@ -109,13 +109,6 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The `btime` line of `/proc/stat`: boot time in seconds since the epoch.
-pub fn parse_btime(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix("btime "))
-        .and_then(|value| value.trim().parse().ok())
-}
-
 /// The report's word for a `/proc/[pid]/stat` state letter.
 pub fn state_name(state: char) -> &'static str {
     match state {
@@ -163,7 +156,8 @@ fn read_processes(context: &Context, units: Units) -> Result<FunctionReport, Col
     let boot_time = context
         .read_optional("/proc/stat")?
         .as_deref()
-        .and_then(parse_btime);
+        .and_then(super::system::parse_btime)
+        .and_then(|seconds| u64::try_from(seconds).ok());
 
     let proc_dir = context.path("/proc");
     let entries = std::fs::read_dir(&proc_dir).map_err(|e| CollectError::io(&proc_dir, e))?;
@@ -450,14 +444,6 @@ mod tests {
         assert_eq!(parse_cmdline(b"caf\xe9\0"), ["caf\u{fffd}"]);
     }
 
-    #[test]
-    fn btime() {
-        let text = "cpu  19417 0 3479 77707 926 0 72 261 0 0\nintr 1 2 3\nctxt 45\n\
-            btime 1795301557\nprocesses 9400\n";
-        assert_eq!(parse_btime(text), Some(1_795_301_557));
-        assert_eq!(parse_btime("cpu 1 2 3 4\n"), None);
-    }
-
     /// A `/proc` tree with three processes, a process that exited while being listed and
     /// entries that are not processes.
     fn fixture_tree() -> tempfile::TempDir {
@@ -674,11 +660,6 @@ mod tests {
         #[test]
         fn cmdline_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = parse_cmdline(&bytes);
-        }
-
-        #[test]
-        fn btime_never_panics(text in "\\PC*") {
-            let _ = parse_btime(&text);
         }
     }
 }
