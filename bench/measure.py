@@ -1,33 +1,36 @@
 #!/usr/bin/env python3
 """Run commands repeatedly and report wall time, CPU time and peak RSS of each run.
 
-CPU and RSS come from the kernel's rusage of each child (os.wait4), so they count the whole
-process (all threads) and nothing else. Runs alternate between the commands so machine noise
-falls on both alike. Prints a table of medians and the ratio of each command to the first.
+Each run goes through the `rusage` launcher (bench/rusage.c): CPU and RSS are the kernel's
+rusage of the command, all threads, nothing else, and not inflated by this Python process.
+Runs alternate between the commands so machine noise falls on all alike. Prints a table of
+medians and the ratio of each command's CPU to the first's.
 
-usage: measure.py RUNS NAME=COMMAND [NAME=COMMAND ...]
+usage: measure.py RUSAGE RUNS NAME=COMMAND [NAME=COMMAND ...]
 """
-import os
 import shlex
 import statistics
 import subprocess
 import sys
-import time
+
+
+RUSAGE = None
 
 
 def run_once(argv):
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{argv[0]} exited with {os.waitstatus_to_exitcode(status)}")
-    return wall * 1e3, (usage.ru_utime + usage.ru_stime) * 1e3, usage.ru_maxrss / 1024
+    out = subprocess.run([RUSAGE, *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True, check=True).stdout
+    wall, cpu, rss_kib, code = out.split()
+    if code != "0":
+        sys.exit(f"{argv[0]} exited with {code}")
+    return float(wall), float(cpu), int(rss_kib) / 1024
 
 
 def main():
-    runs = int(sys.argv[1])
-    commands = [arg.split("=", 1) for arg in sys.argv[2:]]
+    global RUSAGE
+    RUSAGE = sys.argv[1]
+    runs = int(sys.argv[2])
+    commands = [arg.split("=", 1) for arg in sys.argv[3:]]
     results = {name: [] for name, _ in commands}
     for name, command in commands:  # warm the page cache once, untimed
         run_once(shlex.split(command))

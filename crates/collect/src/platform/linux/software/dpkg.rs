@@ -4,12 +4,11 @@
 //! `dpkg-query`; only the fields kept are copied. On this project's 707-package test VM the
 //! parse takes about 0.4 ms and the whole collector, one `stat` per package included, 1-2 ms.
 
-use std::path::PathBuf;
 
 use muster_proto::data::Package;
 use muster_proto::{FunctionData, FunctionReport};
 
-use super::{lines, modified, sort_packages};
+use super::{lines, sort_packages};
 use crate::{Collected, Context};
 
 const STATUS: &str = "/var/lib/dpkg/status";
@@ -118,12 +117,16 @@ pub fn parse_dpkg_status(text: &str) -> Vec<DpkgEntry<'_>> {
 /// When the package was last installed or upgraded: dpkg rewrites its file list then, so the
 /// list's modification time stands in for the install time dpkg does not record. Multi-Arch
 /// `same` packages name it `<package>:<arch>.list`, others `<package>.list`; the other name is
-/// the fallback, so the usual case costs one `stat`. `info` and `file` are reused buffers.
+/// the fallback, so the usual case costs one `stat`, relative to the already open `info`
+/// directory so the kernel walks one path component rather than five. `file` is a reused
+/// buffer.
 fn install_time(
-    info: &mut PathBuf,
+    info: &std::fs::File,
     file: &mut String,
     entry: &DpkgEntry<'_>,
 ) -> Option<jiff::Timestamp> {
+    use nix::fcntl::AtFlags;
+
     let order = if entry.multi_arch_same {
         [true, false]
     } else {
@@ -137,10 +140,8 @@ fn install_time(
             file.push_str(entry.architecture?);
         }
         file.push_str(".list");
-        info.push(&*file);
-        let time = modified(info);
-        info.pop();
-        time
+        let stat = nix::sys::stat::fstatat(info, file.as_str(), AtFlags::empty()).ok()?;
+        jiff::Timestamp::new(stat.st_mtime, 0).ok()
     })
 }
 
@@ -148,12 +149,12 @@ pub fn collect(context: &Context) -> Collected {
     let Some(text) = context.read_optional(STATUS)? else {
         return Ok(None);
     };
-    let mut info = context.path(INFO);
+    let info = std::fs::File::open(context.path(INFO)).ok();
     let mut file = String::new();
     let mut packages: Vec<Package> = parse_dpkg_status(&text)
         .iter()
         .map(|entry| Package {
-            install_time: install_time(&mut info, &mut file, entry),
+            install_time: info.as_ref().and_then(|info| install_time(info, &mut file, entry)),
             ..entry.to_package()
         })
         .collect();
