@@ -1,14 +1,17 @@
 //! Muster's wire types.
 //!
 //! This crate is the only place whose types cross the network: the report an agent sends
-//! (`DaemonReport` → `WorkerReport` → `FunctionReport`, the system-health daemon's shape) and,
-//! later, the agent API's requests and responses. It does no I/O and depends on nothing heavy,
-//! so the agent, the server and third-party clients can all use it.
+//! (`DaemonReport` → `WorkerReport` → `FunctionReport`, the system-health daemon's shape), the
+//! agent API's requests and responses (`api`), and the inventory hashes both sides compute
+//! (`inventory`). It does no I/O and depends on nothing heavy, so the agent, the server and
+//! third-party clients can all use it.
 //!
 //! The names here are a contract: worker names, function names and data fields are read by
 //! other tools. Add fields, never rename them; bump [`SCHEMA_VERSION`] on a breaking change.
 
+pub mod api;
 pub mod data;
+pub mod inventory;
 pub mod report;
 
 pub use report::{

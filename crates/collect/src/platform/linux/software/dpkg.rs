@@ -4,7 +4,6 @@
 //! `dpkg-query`; only the fields kept are copied. On this project's 707-package test VM the
 //! parse takes about 0.4 ms and the whole collector, one `stat` per package included, 1-2 ms.
 
-
 use muster_proto::data::Package;
 use muster_proto::{FunctionData, FunctionReport};
 
@@ -154,7 +153,9 @@ pub fn collect(context: &Context) -> Collected {
     let mut packages: Vec<Package> = parse_dpkg_status(&text)
         .iter()
         .map(|entry| Package {
-            install_time: info.as_ref().and_then(|info| install_time(info, &mut file, entry)),
+            install_time: info
+                .as_ref()
+                .and_then(|info| install_time(info, &mut file, entry)),
             ..entry.to_package()
         })
         .collect();
