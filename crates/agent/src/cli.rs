@@ -16,6 +16,64 @@ pub struct Cli {
 pub enum Command {
     /// Inventory this machine once and print the report as JSON.
     Scan(ScanArgs),
+    /// Run the agent: enrol, then heartbeat, inventory and telemetry on schedule.
+    Run(RunArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show whether the agent runs and how it is doing.
+    Status(StatusArgs),
+}
+
+/// Flags that override the configuration file and the environment (highest precedence).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigFlags {
+    /// The configuration file [default: /etc/muster/agent.toml].
+    #[arg(long, short, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Overrides `[agent] state_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Overrides `[agent] log_level` (error, warn, info, debug, trace).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Overrides `[api] base_url`.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigFlags,
+    /// Detach and run in the background (SysV init), with a locked pidfile and a rotated log
+    /// file; without it the agent stays in the foreground for systemd.
+    #[arg(long)]
+    pub daemonize: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print every effective value with its source.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    #[command(flatten)]
+    pub config: ConfigFlags,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigFlags,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,17 @@
 //! The Muster agent as a library: everything `main.rs` calls, so tests can reach it.
 
 pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod identity;
+pub mod logging;
+pub mod run;
 pub mod scan;
+pub mod schedule;
+pub mod secret;
+pub mod spool;
+pub mod status;
 pub mod summary;
 
 use std::process::ExitCode;
@@ -10,5 +20,8 @@ use std::process::ExitCode;
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         cli::Command::Scan(args) => scan::run(&args),
+        cli::Command::Run(args) => run::main(args),
+        cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args),
+        cli::Command::Status(args) => status::main(&args),
     }
 }

@@ -2,7 +2,13 @@
 //! system's own tools as oracles.
 
 mod cli;
+mod client;
+mod config;
+mod daemon;
 mod oracles;
+mod run;
+mod spool;
+mod status;
 
 use std::process::{Command, Output};
 
