@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod identity;
 pub mod logging;
+pub mod random;
 pub mod run;
 pub mod scan;
 pub mod schedule;
