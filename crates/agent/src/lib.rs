@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod identity;
+pub mod inventory;
 pub mod logging;
 pub mod random;
 pub mod run;
