@@ -65,16 +65,7 @@ impl InventoryState {
         report
             .worker_reports
             .retain(|w| w.name != Worker::Telemetry);
-        let hash = inventory_hash(&report);
-        let functions: BTreeMap<String, String> = report
-            .worker_reports
-            .iter()
-            .flat_map(|w| {
-                w.function_reports
-                    .iter()
-                    .map(move |f| (key(w.name, f.name()), function_hash(f)))
-            })
-            .collect();
+        let (hash, functions) = hashes(&report);
         let due_full = self
             .last_full
             .is_none_or(|last| now.duration_since(last).unsigned_abs() >= FULL_EVERY);
@@ -129,16 +120,7 @@ impl InventoryState {
         report
             .worker_reports
             .retain(|w| w.name != Worker::Telemetry);
-        let hash = inventory_hash(&report);
-        let functions = report
-            .worker_reports
-            .iter()
-            .flat_map(|w| {
-                w.function_reports
-                    .iter()
-                    .map(move |f| (key(w.name, f.name()), function_hash(f)))
-            })
-            .collect();
+        let (hash, functions) = hashes(&report);
         self.full(report, hash, functions, now)
     }
 
@@ -159,6 +141,20 @@ impl InventoryState {
             after_ack,
         }
     }
+}
+
+/// The inventory hash and each function report's hash, keyed `worker/function`.
+fn hashes(report: &DaemonReport) -> (String, BTreeMap<String, String>) {
+    let functions = report
+        .worker_reports
+        .iter()
+        .flat_map(|w| {
+            w.function_reports
+                .iter()
+                .map(move |f| (key(w.name, f.name()), function_hash(f)))
+        })
+        .collect();
+    (inventory_hash(report), functions)
 }
 
 /// `worker/function`: how deltas name a function report (`removed` uses it too).
