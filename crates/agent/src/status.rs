@@ -182,7 +182,11 @@ pub fn read(state_dir: &Path) -> io::Result<Option<Status>> {
 /// `muster-agent status [--json]`: exit 0 when the agent runs, 3 when it does not, 1 when
 /// the state cannot be read.
 pub fn main(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let (state_dir, pid_file) = locate(args)?;
+    let loaded = match crate::config::load_or_exit(&args.config) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let (state_dir, pid_file) = (loaded.config.agent.state_dir, loaded.config.agent.pid_file);
     let holder = daemon::lock_holder(&pid_file)
         .with_context(|| format!("reading pid file {}", pid_file.display()))?;
     let status = read(&state_dir)
@@ -200,45 +204,6 @@ pub fn main(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_NOT_RUNNING)
     })
-}
-
-/// The state directory and pidfile `status` looks at: flags, then the environment, then the
-/// configuration file's `[agent]` table, then the defaults.
-// TODO(config): use config::load once it exists; this reads only the two keys it needs.
-fn locate(args: &StatusArgs) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let defaults = crate::config::Config::default().agent;
-    let explicit = args.config.config.is_some();
-    let path = args
-        .config
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/muster/agent.toml"));
-    let table = match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .parse::<toml::Table>()
-            .with_context(|| format!("reading {}", path.display()))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !explicit => toml::Table::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let from_file = |key: &str| {
-        table
-            .get("agent")
-            .and_then(|agent| agent.get(key))
-            .and_then(|value| value.as_str())
-            .map(PathBuf::from)
-    };
-    let from_env = |name: &str| std::env::var_os(name).map(PathBuf::from);
-    let state_dir = args
-        .config
-        .state_dir
-        .clone()
-        .or_else(|| from_env("MUSTER_AGENT_STATE_DIR"))
-        .or_else(|| from_file("state_dir"))
-        .unwrap_or(defaults.state_dir);
-    let pid_file = from_env("MUSTER_AGENT_PID_FILE")
-        .or_else(|| from_file("pid_file"))
-        .unwrap_or(defaults.pid_file);
-    Ok((state_dir, pid_file))
 }
 
 /// Whether `pid` is a live muster-agent. Only for an agent that holds no pidfile lock (the

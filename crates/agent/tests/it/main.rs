@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod config;
 mod daemon;
+mod fake_server;
 mod oracles;
 mod run;
 mod spool;

@@ -1,1 +1,333 @@
-//! Being written.
+//! `muster-agent run` as a real child process against a real HTTP server on 127.0.0.1:0.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fake_server::{ENROL_TOKEN, FakeServer, Seen, TENANT};
+
+/// An agent's state directory and configuration file, in a temporary directory.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(server_url: &str, heartbeat_s: u64, telemetry_s: u64) -> Setup {
+        let setup = Setup {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        setup.write_config(server_url, heartbeat_s, telemetry_s);
+        setup
+    }
+
+    fn write_config(&self, server_url: &str, heartbeat_s: u64, telemetry_s: u64) {
+        let config = format!(
+            "[agent]\n\
+             heartbeat_interval = {heartbeat_s}\n\
+             collection_interval = {telemetry_s}\n\
+             inventory_interval = 3600\n\
+             splay = 0\n\
+             log_level = \"debug\"\n\
+             state_dir = \"{state}\"\n\
+             pid_file = \"{pid}\"\n\
+             log_file = \"{log}\"\n\
+             \n\
+             [api]\n\
+             base_url = \"{server_url}\"\n\
+             auth_token = \"{ENROL_TOKEN}\"\n\
+             tenant_id = \"{TENANT}\"\n\
+             timeout = 2\n\
+             retry_attempts = 0\n\
+             retry_delay = 1\n",
+            state = self.state_dir().display(),
+            pid = self.dir.path().join("agent.pid").display(),
+            log = self.dir.path().join("agent.log").display(),
+        );
+        std::fs::write(self.config(), config).unwrap();
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn start(&self) -> Agent {
+        let child = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+            .args(["run", "--config"])
+            .arg(self.config())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Agent { child: Some(child) }
+    }
+}
+
+/// A running agent; killed if a test fails before stopping it.
+struct Agent {
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code and stderr.
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not stop within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `condition` holds on what the server saw (polling, bounded).
+async fn until(server: &FakeServer, what: &str, condition: impl Fn(&Seen) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if server.seen(|seen| condition(seen)) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let seen = server.seen(|s| format!("{s:#?}"));
+            panic!("timed out waiting for: {what}\nthe server saw: {seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every secret a test run involved must be absent from the agent's logs.
+fn assert_no_secrets(log: &str, server: &FakeServer) {
+    assert!(
+        !log.contains(ENROL_TOKEN),
+        "the enrolment token leaked into the log"
+    );
+    for token in server.seen(|s| s.tokens_issued.clone()) {
+        assert!(!log.contains(&token), "an agent token leaked into the log");
+    }
+}
+
+#[tokio::test]
+async fn enrols_reports_at_once_and_reuses_its_identity() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 60, 600);
+    let agent = setup.start();
+    until(
+        &server,
+        "enrolment, heartbeat, inventory and telemetry",
+        |s| {
+            s.registrations == 1
+                && s.heartbeats >= 1
+                && !s.inventories.is_empty()
+                && !s.metrics.is_empty()
+        },
+    )
+    .await;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(server.seen(|s| s.inventories[0].1.clone()), "full");
+    assert!(
+        server.seen(|s| s.gzipped) >= 1,
+        "the inventory body is compressed"
+    );
+    let state = setup.state_dir();
+    #[cfg(unix)]
+    for file in ["agent.key", "enrolment.json"] {
+        assert_eq!(mode(&state.join(file)), 0o600, "{file}");
+    }
+    assert_no_secrets(&log, &server);
+
+    // A second start reuses the enrolment and sends only what changed.
+    let agent = setup.start();
+    until(&server, "the second inventory", |s| {
+        s.inventories.len() == 2
+    })
+    .await;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    server.seen(|s| {
+        assert_eq!(s.registrations, 1, "no second enrolment");
+        assert_ne!(
+            s.inventories[1].1, "full",
+            "a restart sends a delta or the unchanged hash"
+        );
+        assert_eq!(s.duplicates, 0);
+    });
+    assert_no_secrets(&log, &server);
+}
+
+#[tokio::test]
+async fn enrols_again_when_the_server_rejects_its_token() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 1, 600);
+    let agent = setup.start();
+    until(
+        &server,
+        "enrolment, a heartbeat and the first inventory",
+        |s| s.heartbeats >= 1 && s.inventories.len() == 1,
+    )
+    .await;
+    server.seen(|s| s.valid_tokens.clear());
+    until(&server, "a second enrolment", |s| s.registrations == 2).await;
+    until(&server, "a full inventory after re-enrolment", |s| {
+        s.inventories
+            .iter()
+            .filter(|(_, mode)| mode == "full")
+            .count()
+            == 2
+    })
+    .await;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        server.seen(|s| s.agents.len()),
+        1,
+        "the same key is the same agent"
+    );
+    assert_no_secrets(&log, &server);
+}
+
+#[tokio::test]
+async fn spools_while_the_server_is_down_and_drains_in_order_once_it_is_back() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 1, 1);
+    let agent = setup.start();
+    until(&server, "first telemetry", |s| !s.metrics.is_empty()).await;
+    server.seen(|s| s.unavailable = true);
+    let spool = setup.state_dir().join("spool");
+    let spooled = |n: usize| {
+        std::fs::read_dir(&spool)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+            >= n
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !spooled(3) {
+        assert!(
+            Instant::now() < deadline,
+            "telemetry was not spooled while the server was down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered_before = server.seen(|s| s.metrics.len());
+    server.seen(|s| s.unavailable = false);
+    until(&server, "the spool drained", |s| {
+        s.metrics.len() >= delivered_before + 3
+    })
+    .await;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    server.seen(|s| {
+        assert_eq!(s.duplicates, 0, "no report stored twice");
+        let mut sorted = s.metrics.clone();
+        sorted.sort();
+        assert_eq!(
+            s.metrics, sorted,
+            "reports arrive oldest first (UUIDv7 order is time order)"
+        );
+    });
+}
+
+#[tokio::test]
+async fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 60, 600);
+    let first = setup.start();
+    until(&server, "the first agent running", |s| s.heartbeats >= 1).await;
+    let second = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        .args(["run", "--config"])
+        .arg(setup.config())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&first.pid().to_string()),
+        "names the pid holding it: {stderr}"
+    );
+    let (code, _) = first.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_good_configuration_and_keeps_the_old_one_when_bad() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 60, 600);
+    let agent = setup.start();
+    until(&server, "the agent running", |s| s.heartbeats >= 1).await;
+
+    std::fs::write(setup.config(), "[agent]\nheartbeat_interval = \"soon\"\n").unwrap();
+    agent.signal(nix::sys::signal::Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A good configuration with a 1 s heartbeat: heartbeats speed up once it is loaded.
+    setup.write_config(&server.url, 1, 600);
+    agent.signal(nix::sys::signal::Signal::SIGHUP);
+    let before = server.seen(|s| s.heartbeats);
+    until(&server, "faster heartbeats after reload", |s| {
+        s.heartbeats >= before + 2
+    })
+    .await;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("configuration reload rejected"), "{log}");
+    assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+#[test]
+fn a_bad_configuration_stops_the_agent_with_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[agent]\nheartbeat_interval = -5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("agent.toml") && stderr.contains("heartbeat_interval"),
+        "{stderr}"
+    );
+}

@@ -273,9 +273,9 @@ fn the_config_file_locates_the_state_and_the_pidfile_and_flags_win() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out).contains("no status file yet"), "{}", text(&out));
 
-    // A config file asked for by name must exist.
+    // A config file asked for by name must exist: a configuration error, exit 78.
     let out = run(&["--config", "/nonexistent/agent.toml"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.toml"));
     drop(pidfile);
 }

@@ -1,0 +1,279 @@
+//! A small agents'-API server for the agent's tests, built on the same `muster_proto` types
+//! the real server uses: it enrols, authenticates, deduplicates by `report_id`, checks delta
+//! bases, and records what it received. Tests can make it unavailable (503) or forget every
+//! agent token (401).
+
+// Handlers answer errors as ready responses; their size does not matter in a test server.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use muster_proto::api::{
+    ApiError, Heartbeat, HeartbeatResponse, InventoryAck, InventoryUpload, MetricsAck,
+    MetricsReport, RegisterRequest, RegisterResponse,
+};
+use uuid::Uuid;
+
+pub const TENANT: &str = "tenant-test";
+pub const ENROL_TOKEN: &str = "enrol-secret-7f3a9c";
+
+/// What the server saw. Tests read and steer it through [`FakeServer::state`].
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// public key → (agent id, agent token)
+    pub agents: HashMap<String, (String, String)>,
+    pub valid_tokens: HashSet<String>,
+    pub registrations: u32,
+    pub heartbeats: u32,
+    /// Accepted inventory uploads, in arrival order: (report id, mode).
+    pub inventories: Vec<(Uuid, String)>,
+    /// Accepted metrics reports, in arrival order.
+    pub metrics: Vec<Uuid>,
+    /// Reports received again with an id already stored.
+    pub duplicates: u32,
+    /// Requests whose body was gzip-encoded.
+    pub gzipped: u32,
+    /// The inventory hash held per agent id.
+    pub hashes: HashMap<String, String>,
+    /// Answer 503 to everything while set.
+    pub unavailable: bool,
+    /// Every bearer token presented, to check no token leaks elsewhere.
+    pub tokens_issued: Vec<String>,
+}
+
+pub struct FakeServer {
+    /// The API base URL, `http://127.0.0.1:PORT/api`.
+    pub url: String,
+    pub state: Arc<Mutex<Seen>>,
+}
+
+impl FakeServer {
+    pub async fn start() -> FakeServer {
+        let state = Arc::new(Mutex::new(Seen::default()));
+        let app = Router::new()
+            .route("/api/agents/register", post(register))
+            .route("/api/agents/heartbeat", post(heartbeat))
+            .route("/api/system/report", post(system_report))
+            .route("/api/metrics/report", post(metrics_report))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeServer { url, state }
+    }
+
+    pub fn seen<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+}
+
+type Shared = State<Arc<Mutex<Seen>>>;
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(ApiError::new(code, message))).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
+}
+
+/// The JSON body, gunzipped when the client compressed it.
+fn body<T: serde::de::DeserializeOwned>(
+    state: &Mutex<Seen>,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<T, Response> {
+    let gzipped = headers.get("content-encoding").is_some_and(|v| v == "gzip");
+    let plain = if gzipped {
+        state.lock().unwrap().gzipped += 1;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()))?;
+        out
+    } else {
+        bytes.to_vec()
+    };
+    serde_json::from_slice(&plain).map_err(|e| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            &e.to_string(),
+        )
+    })
+}
+
+/// The agent id for a valid agent token, or the error answer.
+fn authenticate(seen: &Seen, headers: &HeaderMap) -> Result<String, Response> {
+    if seen.unavailable {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "down for a test",
+        ));
+    }
+    let token = bearer(headers)
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unauthorized", "no token"))?;
+    if !seen.valid_tokens.contains(&token) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown agent token",
+        ));
+    }
+    Ok(seen
+        .agents
+        .values()
+        .find(|(_, t)| *t == token)
+        .map(|(id, _)| id.clone())
+        .unwrap())
+}
+
+async fn register(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Response {
+    let request: RegisterRequest = match body(&state, &headers, &bytes) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut seen = state.lock().unwrap();
+    if seen.unavailable {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "down for a test",
+        );
+    }
+    if bearer(&headers).as_deref() != Some(ENROL_TOKEN) || request.tenant_id != TENANT {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "bad enrolment token",
+        );
+    }
+    seen.registrations += 1;
+    let key = request.public_key.unwrap_or(request.hostname);
+    let agent_id = seen
+        .agents
+        .get(&key)
+        .map(|(id, _)| id.clone())
+        .unwrap_or_else(|| format!("agent-{}", seen.agents.len() + 1));
+    // A fresh token at every registration, as a real server would issue.
+    let token = format!("agent-token-{}", Uuid::now_v7().simple());
+    seen.valid_tokens.insert(token.clone());
+    seen.tokens_issued.push(token.clone());
+    seen.agents.insert(key, (agent_id.clone(), token.clone()));
+    axum::Json(RegisterResponse {
+        agent_id,
+        agent_token: token,
+        command_signing_key: None,
+    })
+    .into_response()
+}
+
+async fn heartbeat(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Response {
+    let hb: Heartbeat = match body(&state, &headers, &bytes) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut seen = state.lock().unwrap();
+    let agent_id = match authenticate(&seen, &headers) {
+        Ok(id) => id,
+        Err(e) => return e,
+    };
+    assert_eq!(hb.agent_id, agent_id, "a heartbeat names its own agent");
+    seen.heartbeats += 1;
+    axum::Json(HeartbeatResponse {
+        pending_commands: 0,
+        server_time: jiff::Timestamp::now(),
+    })
+    .into_response()
+}
+
+async fn system_report(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Response {
+    let upload: InventoryUpload = match body(&state, &headers, &bytes) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut seen = state.lock().unwrap();
+    let agent_id = match authenticate(&seen, &headers) {
+        Ok(id) => id,
+        Err(e) => return e,
+    };
+    let (report_id, mode, hash, base) = match &upload {
+        InventoryUpload::Full { hash, report } => (report.report_id, "full", hash, None),
+        InventoryUpload::Delta {
+            base_hash,
+            hash,
+            report,
+            ..
+        } => (report.report_id, "delta", hash, Some(base_hash)),
+        InventoryUpload::Unchanged {
+            report_id, hash, ..
+        } => (*report_id, "unchanged", hash, Some(hash)),
+    };
+    if seen.inventories.iter().any(|(id, _)| *id == report_id) {
+        seen.duplicates += 1;
+        let hash = seen.hashes.get(&agent_id).cloned();
+        return axum::Json(InventoryAck {
+            report_id,
+            hash,
+            duplicate: true,
+        })
+        .into_response();
+    }
+    if base.is_some_and(|base| seen.hashes.get(&agent_id) != Some(base)) {
+        return error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the base inventory is not held",
+        );
+    }
+    seen.inventories.push((report_id, mode.to_owned()));
+    seen.hashes.insert(agent_id, hash.clone());
+    axum::Json(InventoryAck {
+        report_id,
+        hash: Some(hash.clone()),
+        duplicate: false,
+    })
+    .into_response()
+}
+
+async fn metrics_report(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Response {
+    let report: MetricsReport = match body(&state, &headers, &bytes) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut seen = state.lock().unwrap();
+    if let Err(e) = authenticate(&seen, &headers) {
+        return e;
+    }
+    let duplicate = seen.metrics.contains(&report.report_id);
+    if duplicate {
+        seen.duplicates += 1;
+    } else {
+        seen.metrics.push(report.report_id);
+    }
+    let accepted = if duplicate {
+        0
+    } else {
+        report.samples.len() as u32
+    };
+    axum::Json(MetricsAck {
+        report_id: report.report_id,
+        accepted,
+        duplicate,
+    })
+    .into_response()
+}
