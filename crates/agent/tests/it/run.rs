@@ -331,3 +331,71 @@ fn a_bad_configuration_stops_the_agent_with_exit_78() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn daemonize_detaches_writes_the_pidfile_logs_to_a_file_and_stops_on_sigterm() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 60, 600);
+    let pid_file = setup.dir.path().join("agent.pid");
+    // The command returns once the daemon is up; its own output is empty.
+    let out = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        .args(["run", "--daemonize", "--config"])
+        .arg(setup.config())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let daemon = nix::unistd::Pid::from_raw(pid);
+    assert_ne!(
+        nix::unistd::getsid(Some(daemon)).unwrap(),
+        nix::unistd::getsid(None).unwrap()
+    );
+    until(&server, "the daemon enrolled and reported", |s| {
+        !s.inventories.is_empty()
+    })
+    .await;
+
+    // A second daemon refuses, naming the first.
+    let second = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        .args(["run", "--daemonize", "--config"])
+        .arg(setup.config())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains(&pid.to_string()));
+
+    let status = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        .args(["status", "--json", "--config"])
+        .arg(setup.config())
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["pid"], pid);
+
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = std::fs::read_to_string(setup.dir.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("muster-agent started") && log.contains("muster-agent stopped"),
+        "{log}"
+    );
+    assert_no_secrets(&log, &server);
+}
