@@ -208,6 +208,10 @@ impl Client {
                 )));
             }
             builder = builder.tls_certs_merge(certs);
+        } else if base_url.starts_with("http://") {
+            // No TLS will ever happen (redirects are not followed), so the platform's trust
+            // store need not be loaded: about half a MiB less resident memory.
+            builder = builder.tls_certs_only(Vec::new());
         }
 
         let http = builder.build().map_err(|e| {

@@ -481,6 +481,7 @@ impl Agent {
                 Worker::Processes,
                 Worker::Services,
             ],
+            parallel: false,
             ..ScanOptions::default()
         };
         let mut report = muster_collect::scan(&options);
@@ -534,6 +535,9 @@ impl Agent {
             self.status.errors += 1;
         }
         self.status.last_inventory = Some(record);
+        // The scan and its upload were the agent's largest allocations; give the pages back
+        // rather than keep them until the next inventory an hour from now.
+        daemon::release_free_memory();
         outcome.map(|_| ())
     }
 

@@ -38,6 +38,7 @@ fn options(args: &ScanArgs) -> ScanOptions {
         context: Context::new(&args.root),
         workers,
         telemetry_interval: Duration::from_millis(args.telemetry_interval_ms),
+        parallel: true,
     }
 }
 

@@ -43,6 +43,10 @@ pub struct ScanOptions {
     /// other workers run meanwhile, so this bounds the scan's wall time only when telemetry is
     /// asked for.
     pub telemetry_interval: Duration,
+    /// Run the workers on threads of their own (lower wall time, for a one-shot scan) or one
+    /// after the other on the calling thread (a daemon: no per-thread allocator arenas left
+    /// holding memory after the scan).
+    pub parallel: bool,
 }
 
 impl Default for ScanOptions {
@@ -51,6 +55,7 @@ impl Default for ScanOptions {
             context: Context::default(),
             workers: Worker::ALL.to_vec(),
             telemetry_interval: Duration::from_millis(250),
+            parallel: true,
         }
     }
 }
@@ -93,7 +98,8 @@ pub fn collect_worker(worker: Worker, context: &Context) -> WorkerReport {
     WorkerReport::new(worker, reports)
 }
 
-/// Runs a whole scan. Workers run on their own threads; telemetry takes its first sample
+/// Runs a whole scan. Workers run on their own threads (or in turn, see
+/// [`ScanOptions::parallel`]); telemetry takes its first sample
 /// before they start and its second once they are done and `telemetry_interval` has passed.
 pub fn scan(options: &ScanOptions) -> DaemonReport {
     let context = &options.context;
@@ -105,23 +111,28 @@ pub fn scan(options: &ScanOptions) -> DaemonReport {
         sampler
     });
 
-    let mut workers: Vec<WorkerReport> = std::thread::scope(|scope| {
-        let handles: Vec<_> = Worker::ALL
-            .into_iter()
-            .filter(|&w| w != Worker::Telemetry && wants(w))
-            .map(|w| (w, scope.spawn(move || collect_worker(w, context))))
-            .collect();
-        handles
-            .into_iter()
-            .map(|(w, handle)| {
-                // Collectors catch their own panics, so a worker thread cannot die; should it
-                // anyway, the report still names the worker.
-                handle
-                    .join()
-                    .unwrap_or_else(|_| WorkerReport::new(w, Vec::new()))
-            })
-            .collect()
-    });
+    let inventory = Worker::ALL
+        .into_iter()
+        .filter(|&w| w != Worker::Telemetry && wants(w));
+    let mut workers: Vec<WorkerReport> = if options.parallel {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = inventory
+                .map(|w| (w, scope.spawn(move || collect_worker(w, context))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(w, handle)| {
+                    // Collectors catch their own panics, so a worker thread cannot die;
+                    // should it anyway, the report still names the worker.
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| WorkerReport::new(w, Vec::new()))
+                })
+                .collect()
+        })
+    } else {
+        inventory.map(|w| collect_worker(w, context)).collect()
+    };
 
     if let Some(sampler) = sampler.as_mut() {
         if let Some(rest) = options.telemetry_interval.checked_sub(started.elapsed()) {

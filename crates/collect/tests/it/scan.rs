@@ -137,6 +137,7 @@ fn scan_of_a_fixture_root_has_the_contract_shape() {
             Worker::Software,
         ],
         telemetry_interval: Duration::ZERO,
+        parallel: true,
     };
     let report = muster_collect::scan(&options);
     let names: Vec<Worker> = report.worker_reports.iter().map(|w| w.name).collect();
