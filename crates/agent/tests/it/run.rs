@@ -399,3 +399,43 @@ async fn daemonize_detaches_writes_the_pidfile_logs_to_a_file_and_stops_on_sigte
     );
     assert_no_secrets(&log, &server);
 }
+
+#[tokio::test]
+async fn tells_systemd_it_is_ready_pings_the_watchdog_and_says_when_it_stops() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 60, 600);
+    let socket_path = setup.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+        .args(["run", "--config"])
+        .arg(setup.config())
+        .env("NOTIFY_SOCKET", &socket_path)
+        // A 400 ms watchdog: the agent pings every 200 ms.
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = Agent { child: Some(child) };
+    let mut received = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(received.iter().any(|m: &String| m.contains("READY=1"))
+        && received.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3)
+    {
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    loop {
+        let n = socket.recv(&mut buf).expect("STOPPING=1 before the exit");
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.contains("STOPPING=1") {
+            break;
+        }
+    }
+}
