@@ -40,6 +40,9 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// The longest computed backoff between two tries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
+/// The default bound on one call's waiting between tries.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(120);
+
 /// The longest `Retry-After` the client waits; a server asking for more gets this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
@@ -62,9 +65,13 @@ pub enum ClientError {
     #[error("rejected with status {status}: {message}")]
     Rejected { status: u16, message: String },
     /// The server could not be reached or kept failing (network, timeout, TLS, 5xx, 429)
-    /// after all retries; the caller spools what it sent.
+    /// after all retries, or asked (`Retry-After`) for a longer pause than the call's budget;
+    /// the caller spools what it sent and, given `retry_after`, sends nothing before then.
     #[error("server unavailable: {message}")]
-    Unavailable { message: String },
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// A bad configuration or an answer that does not decode.
     #[error("{0}")]
     Invalid(String),
@@ -145,6 +152,8 @@ pub struct Client {
     /// `scheme://host[:port]/path`, without a trailing slash.
     base_url: String,
     retry_attempts: u32,
+    /// The longest a call waits between its tries in all; see [`Client::with_retry_budget`].
+    retry_budget: Duration,
     backoff: Backoff,
     sleeper: Sleeper,
     rng: ring::rand::SystemRandom,
@@ -222,10 +231,19 @@ impl Client {
             http,
             base_url,
             retry_attempts: api.retry_attempts,
+            retry_budget: RETRY_BUDGET,
             backoff: Backoff::new(api.retry_delay),
             sleeper,
             rng: ring::rand::SystemRandom::new(),
         })
+    }
+
+    /// Bounds the time one call spends waiting between its tries (default [`RETRY_BUDGET`]).
+    /// A wait that would go past it, such as a long `Retry-After`, ends the call with
+    /// [`ClientError::Unavailable`] instead.
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
     }
 
     /// Replaces the function that waits between tries (for tests: record, don't wait).
@@ -328,6 +346,7 @@ impl Client {
         };
 
         let mut retry = 0;
+        let mut waited = Duration::ZERO;
         loop {
             let (message, retry_after) = match self.attempt(&method, &url, &auth, &body).await {
                 Attempt::Done(result) => return result,
@@ -336,12 +355,15 @@ impl Client {
                     retry_after,
                 } => (message, retry_after),
             };
-            if retry >= self.retry_attempts {
+            let delay = self.backoff.delay(retry, retry_after, self.random());
+            if retry >= self.retry_attempts || waited + delay > self.retry_budget {
+                // Out of tries, or the wait would hold the caller (one thread that also
+                // heartbeats) too long: let it spool and come back when the server said.
                 return Err(ClientError::Unavailable {
                     message: format!("{message} (after {} attempts)", retry + 1),
+                    retry_after,
                 });
             }
-            let delay = self.backoff.delay(retry, retry_after, self.random());
             debug!(
                 path,
                 retry = retry + 1,
@@ -350,6 +372,7 @@ impl Client {
                 "request failed, retrying"
             );
             (self.sleeper)(delay).await;
+            waited += delay;
             retry += 1;
         }
     }
@@ -381,7 +404,10 @@ impl Client {
                 let message = error_chain(&e);
                 // Retrying seconds later won't make an untrusted certificate trusted.
                 if is_certificate_error(&e) {
-                    return Attempt::Done(Err(ClientError::Unavailable { message }));
+                    return Attempt::Done(Err(ClientError::Unavailable {
+                        message,
+                        retry_after: None,
+                    }));
                 }
                 return Attempt::Retry {
                     message,

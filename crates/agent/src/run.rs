@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use jiff::Timestamp;
 use muster_collect::{Context, ScanOptions, TelemetrySampler};
 use muster_proto::api::{
-    self, AgentHealth, Heartbeat, MetricsReport, MetricsSample, RegisterRequest,
+    self, AgentHealth, Heartbeat, InventoryAck, MetricsReport, MetricsSample, RegisterRequest,
 };
 use muster_proto::{FunctionData, Worker};
 use tokio::sync::watch;
@@ -37,7 +37,11 @@ use crate::{daemon, logging};
 const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The file that makes one agent per state directory.
-const LOCK_FILE: &str = "agent.pid";
+const LOCK_FILE: &str = "agent.lock";
+
+/// How long a stopping agent waits for work in flight on the runtime (a DNS lookup on the
+/// blocking pool) before it exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = match config::load_or_exit(&args.config) {
@@ -57,53 +61,79 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let started = (|| -> anyhow::Result<_> {
-        std::fs::create_dir_all(&config.agent.state_dir)
-            .with_context(|| format!("creating {}", config.agent.state_dir.display()))?;
-        // One agent per state directory, whatever pidfile each was given.
-        let state_lock = daemon::PidFile::acquire(&config.agent.state_dir.join(LOCK_FILE))?;
-        let target = if args.daemonize {
-            logging::LogTarget::File {
-                path: config.agent.log_file.clone(),
-                max_size: config.agent.log_max_size,
-                backups: config.agent.log_backup_count,
-            }
-        } else {
-            logging::LogTarget::Stderr
-        };
-        let log = logging::init(config.agent.log_level, target).context("setting up logging")?;
-        Ok((state_lock, log))
-    })();
-    let _held = match (started, detached) {
-        (Ok(held), Some(detached)) => {
+    // Everything that can fail at start-up happens before the daemon says it is up, so a
+    // failed background start is a failed command, with its reason.
+    let started = start(&args, &config);
+    let (held, runtime, agent) = match (started, detached) {
+        (Ok(started), Some(detached)) => {
             detached.ready();
-            held
+            started
         }
-        (Ok(held), None) => held,
+        (Ok(started), None) => started,
         (Err(e), Some(detached)) => {
             detached.fail(&format!("{e:#}"));
             return Err(e);
         }
         (Err(e), None) => return Err(e),
     };
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(stop_on_signal(stop_tx));
         if let Some(interval) = daemon::watchdog_interval() {
             tokio::spawn(watchdog(interval / 2));
         }
-        let mut agent = Agent::new(args.config, config)?;
+        let mut agent = agent;
         agent.run(stop_rx).await
-    })?;
-    Ok(ExitCode::SUCCESS)
+    });
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    if let Err(e) = &result {
+        error!(error = %format!("{e:#}"), "muster-agent failed");
+    }
+    drop(held);
+    result.map(|()| ExitCode::SUCCESS)
 }
 
-/// Sets `stop` on the first SIGTERM or SIGINT.
+/// What a running agent holds: the state-directory lock and the logger.
+type Held = (Option<daemon::PidFile>, logging::LogGuard);
+
+/// Locks the state directory, sets up logging, builds the runtime and the agent.
+fn start(
+    args: &RunArgs,
+    config: &Config,
+) -> anyhow::Result<(Held, tokio::runtime::Runtime, Agent)> {
+    std::fs::create_dir_all(&config.agent.state_dir)
+        .with_context(|| format!("creating {}", config.agent.state_dir.display()))?;
+    // One agent per state directory, whatever pidfile each was given (unless the pidfile is
+    // this very lock).
+    let lock_path = config.agent.state_dir.join(LOCK_FILE);
+    let state_lock = if lock_path == config.agent.pid_file {
+        None
+    } else {
+        Some(daemon::PidFile::acquire(&lock_path)?)
+    };
+    let target = if args.daemonize {
+        logging::LogTarget::File {
+            path: config.agent.log_file.clone(),
+            max_size: config.agent.log_max_size,
+            backups: config.agent.log_backup_count,
+        }
+    } else {
+        logging::LogTarget::Stderr
+    };
+    let log = logging::init(config.agent.log_level, target).context("setting up logging")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let agent = {
+        let _entered = runtime.enter();
+        Agent::new(args.config.clone(), config.clone())
+    };
+    let agent = agent.inspect_err(|e| error!(error = %format!("{e:#}"), "cannot start"))?;
+    Ok(((state_lock, log), runtime, agent))
+}
+
+/// Sets `stop` on the first SIGTERM or SIGINT; a second one exits at once.
 async fn stop_on_signal(stop: watch::Sender<bool>) {
     #[cfg(unix)]
     {
@@ -111,17 +141,27 @@ async fn stop_on_signal(stop: watch::Sender<bool>) {
         let Ok(mut term) = signal(SignalKind::terminate()) else {
             return;
         };
+        let Ok(mut int) = signal(SignalKind::interrupt()) else {
+            return;
+        };
         tokio::select! {
             _ = term.recv() => info!(signal = "SIGTERM", "stopping"),
-            _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "stopping"),
+            _ = int.recv() => info!(signal = "SIGINT", "stopping"),
         }
+        let _ = stop.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        warn!("second signal: exiting without waiting");
+        std::process::exit(1);
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
         info!(signal = "ctrl-c", "stopping");
+        let _ = stop.send(true);
     }
-    let _ = stop.send(true);
 }
 
 async fn watchdog(every: Duration) {
@@ -167,10 +207,12 @@ struct Agent {
     sampler: TelemetrySampler,
     status: Status,
     started: Instant,
-    /// Spool drops counted but not yet reported in a heartbeat.
-    dropped: u64,
+    /// Spool drops reported to the server in heartbeats so far.
+    dropped_reported: u64,
     /// Set by an enrolment: the server needs this agent's whole inventory now.
     inventory_due: bool,
+    /// The server asked (`Retry-After`) not to be sent anything before then.
+    hold_until: Option<Instant>,
 }
 
 /// What stopped a job early.
@@ -179,10 +221,20 @@ enum Cut {
     Stop,
 }
 
+/// What became of a report.
+enum Delivery {
+    /// The server took it; its answer.
+    Sent(Vec<u8>),
+    /// It is in the spool, for this reason.
+    Spooled(String),
+    /// The server refuses it for good (`Rejected`) or as it stands (`Conflict`).
+    Refused(ClientError),
+}
+
 impl Agent {
     fn new(flags: ConfigFlags, config: Config) -> anyhow::Result<Agent> {
         let state_dir = config.agent.state_dir.clone();
-        let client = Client::new(&config.api, &config.security)?;
+        let client = Self::client(&config)?;
         let spool = Spool::open(
             &state_dir.join("spool"),
             config.agent.spool_max_bytes,
@@ -206,9 +258,17 @@ impl Agent {
             sampler,
             status,
             started: Instant::now(),
-            dropped: 0,
+            dropped_reported: 0,
             inventory_due: false,
+            hold_until: None,
         })
+    }
+
+    /// The API client for `config`. One call may wait between its tries at most one
+    /// heartbeat interval: the same thread heartbeats.
+    fn client(config: &Config) -> Result<Client, ClientError> {
+        Ok(Client::new(&config.api, &config.security)?
+            .with_retry_budget(config.agent.heartbeat_interval))
     }
 
     fn intervals(&self) -> Intervals {
@@ -269,22 +329,55 @@ impl Agent {
     }
 
     fn reload(&mut self, schedule: &mut Schedule) {
-        daemon::notify("RELOADING=1");
-        match config::load(&self.flags).and_then(|loaded| loaded.require_server().map(|()| loaded))
-        {
-            Ok(loaded) => match Client::new(&loaded.config.api, &loaded.config.security) {
-                Ok(client) => {
-                    logging::set_level(loaded.config.agent.log_level);
-                    self.client = client;
-                    self.config = loaded.config;
-                    schedule.set_intervals(self.intervals(), Instant::now());
-                    info!("configuration reloaded");
-                }
-                Err(e) => error!(error = %e, "configuration reload rejected, keeping the old one"),
-            },
+        daemon::notify_reloading();
+        match self.reloaded() {
+            Ok(()) => {
+                let splay = self.config.agent.splay;
+                schedule.set_intervals(self.intervals(), Instant::now(), |_| random_offset(splay));
+                info!("configuration reloaded");
+            }
             Err(e) => error!(error = %e, "configuration reload rejected, keeping the old one"),
         }
         daemon::notify("READY=1");
+    }
+
+    /// Loads the configuration again and applies it, or says why not.
+    fn reloaded(&mut self) -> anyhow::Result<()> {
+        let loaded = config::load(&self.flags)?;
+        loaded.require_server()?;
+        let new = loaded.config;
+        let (old_agent, new_agent) = (&self.config.agent, &new.agent);
+        for (key, changed) in [
+            (
+                "agent.state_dir",
+                old_agent.state_dir != new_agent.state_dir,
+            ),
+            ("agent.pid_file", old_agent.pid_file != new_agent.pid_file),
+            ("agent.log_file", old_agent.log_file != new_agent.log_file),
+            (
+                "agent.spool_max_bytes",
+                old_agent.spool_max_bytes != new_agent.spool_max_bytes,
+            ),
+            (
+                "agent.spool_max_items",
+                old_agent.spool_max_items != new_agent.spool_max_items,
+            ),
+        ] {
+            if changed {
+                anyhow::bail!("changing {key} needs a restart");
+            }
+        }
+        let client = Self::client(&new)?;
+        if new.api.base_url != self.config.api.base_url {
+            // Another server: this server's token must not go there; enrol with it afresh.
+            self.enrolment = None;
+            self.inventory = InventoryState::default();
+            self.hold_until = None;
+        }
+        logging::set_level(new.agent.log_level);
+        self.client = client;
+        self.config = new;
+        Ok(())
     }
 
     /// Races `work` against the agent stopping.
@@ -299,11 +392,41 @@ impl Agent {
         }
     }
 
+    /// Whether the server asked for a pause that is not over.
+    fn holding(&mut self) -> bool {
+        match self.hold_until {
+            Some(until) if Instant::now() < until => true,
+            _ => {
+                self.hold_until = None;
+                false
+            }
+        }
+    }
+
+    /// Remembers a `Retry-After` the client could not wait out itself.
+    fn note_unavailable(&mut self, error: &ClientError) {
+        if let ClientError::Unavailable {
+            retry_after: Some(after),
+            ..
+        } = error
+        {
+            let after = (*after).min(crate::client::MAX_RETRY_AFTER);
+            info!(
+                seconds = after.as_secs(),
+                "the server asked for a pause; spooling until then"
+            );
+            self.hold_until = Some(Instant::now() + after);
+        }
+    }
+
     /// The agent token, enrolling first if there is none. `None` when enrolment failed (the
     /// failure is recorded) and the job should wait for its next turn.
     async fn token(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Option<Secret>, Cut> {
         if let Some(enrolment) = &self.enrolment {
             return Ok(Some(enrolment.agent_token.clone()));
+        }
+        if self.holding() {
+            return Ok(None);
         }
         let host = muster_collect::host_identity(&Context::default());
         let request = RegisterRequest {
@@ -341,6 +464,7 @@ impl Agent {
             }
             Err(e) => {
                 warn!(error = %e, "enrolment failed");
+                self.note_unavailable(&e);
                 self.status.errors += 1;
                 self.status.last_heartbeat = Some(Outcome::failure(
                     Timestamp::now(),
@@ -369,10 +493,18 @@ impl Agent {
     }
 
     async fn heartbeat(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Cut> {
+        if self.holding() {
+            self.status.last_heartbeat = Some(Outcome::failure(
+                Timestamp::now(),
+                "the server asked for a pause",
+            ));
+            return Ok(());
+        }
         let Some(token) = self.token(stop).await? else {
             return Ok(());
         };
-        self.dropped += self.spool.take_dropped();
+        // Reported now, taken from the spool's count only once the server has it.
+        let dropped = self.spool.dropped();
         let spool = self.spool.stats();
         let heartbeat = Heartbeat {
             agent_id: self.agent_id(),
@@ -384,7 +516,7 @@ impl Agent {
                 errors: self.status.errors,
                 spool_items: spool.items,
                 spool_bytes: spool.bytes,
-                dropped_reports: self.dropped,
+                dropped_reports: dropped,
                 queue_depth: 0,
                 last_inventory: self.status.last_inventory.as_ref().map(|o| o.at),
                 last_telemetry: self.status.last_telemetry.as_ref().map(|o| o.at),
@@ -393,9 +525,11 @@ impl Agent {
         match Self::until_stop(stop, self.client.heartbeat(&token, &heartbeat)).await? {
             Ok(answer) => {
                 debug!(pending_commands = answer.pending_commands, "heartbeat");
-                self.dropped = 0;
+                let taken = self.spool.take_dropped();
+                self.spool.restore_dropped(taken.saturating_sub(dropped));
+                self.dropped_reported += dropped;
                 self.status.last_heartbeat = Some(Outcome::success(Timestamp::now()));
-                self.drain_spool(&token, stop).await
+                self.drain_spool(&token, stop).await.map(|_| ())
             }
             Err(ClientError::Unauthorized) => {
                 self.forget_enrolment();
@@ -405,27 +539,28 @@ impl Agent {
             }
             Err(e) => {
                 warn!(error = %e, "heartbeat failed");
+                self.note_unavailable(&e);
                 self.status.errors += 1;
-                self.status.last_heartbeat =
-                    Some(Outcome::failure(Timestamp::now(), e.to_string()));
+                self.status.last_heartbeat = Some(Outcome::failure(Timestamp::now(), &e));
                 Ok(())
             }
         }
     }
 
-    /// Sends spooled reports oldest first while the server takes them.
+    /// Sends spooled reports oldest first while the server takes them. `true` when the spool
+    /// is empty afterwards, so a new report may go straight out without overtaking older ones.
     async fn drain_spool(
         &mut self,
         token: &Secret,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), Cut> {
+    ) -> Result<bool, Cut> {
         loop {
             let item = match self.spool.oldest() {
                 Ok(Some(item)) => item,
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(true),
                 Err(e) => {
                     error!(error = %e, "cannot read the spool");
-                    return Ok(());
+                    return Ok(false);
                 }
             };
             let sent = Self::until_stop(
@@ -442,16 +577,17 @@ impl Agent {
                 }
                 Err(ClientError::Unauthorized) => {
                     self.forget_enrolment();
-                    return Ok(());
+                    return Ok(false);
                 }
                 Err(e) => {
                     debug!(error = %e, "server unavailable; spool kept");
-                    return Ok(());
+                    self.note_unavailable(&e);
+                    return Ok(false);
                 }
             }
             if let Err(e) = self.spool.remove(item.id) {
                 error!(error = %e, "cannot remove a sent report from the spool");
-                return Ok(());
+                return Ok(false);
             }
         }
     }
@@ -470,10 +606,62 @@ impl Agent {
         }
     }
 
-    async fn inventory(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Cut> {
-        let Some(token) = self.token(stop).await? else {
-            return Ok(());
+    /// Delivers `body` to `path`, or spools what `spooled` returns when it cannot go now: the
+    /// server asked for a pause, the agent is not enrolled, older reports are still queued
+    /// (a new report never overtakes them), the server is unavailable or rejected the token,
+    /// or the agent is stopping.
+    async fn deliver(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+        kind: SpoolKind,
+        path: &str,
+        body: &[u8],
+        spooled: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Delivery, Cut> {
+        let reason = 'send: {
+            if self.holding() {
+                break 'send "the server asked for a pause".to_owned();
+            }
+            let token = match self.token(stop).await {
+                Ok(Some(token)) => token,
+                Ok(None) => break 'send "not enrolled".to_owned(),
+                Err(cut) => {
+                    self.spool(kind, path, &spooled());
+                    return Err(cut);
+                }
+            };
+            match self.drain_spool(&token, stop).await {
+                Ok(true) => {}
+                Ok(false) => break 'send "older reports are still queued".to_owned(),
+                Err(cut) => {
+                    self.spool(kind, path, &spooled());
+                    return Err(cut);
+                }
+            }
+            match Self::until_stop(stop, self.client.post_json(&token, path, body)).await {
+                Ok(Ok(answer)) => return Ok(Delivery::Sent(answer)),
+                Ok(Err(e @ (ClientError::Rejected { .. } | ClientError::Conflict { .. }))) => {
+                    return Ok(Delivery::Refused(e));
+                }
+                Ok(Err(ClientError::Unauthorized)) => {
+                    self.forget_enrolment();
+                    "agent token rejected".to_owned()
+                }
+                Ok(Err(e)) => {
+                    self.note_unavailable(&e);
+                    e.to_string()
+                }
+                Err(cut) => {
+                    self.spool(kind, path, &spooled());
+                    return Err(cut);
+                }
+            }
         };
+        self.spool(kind, path, &spooled());
+        Ok(Delivery::Spooled(reason))
+    }
+
+    async fn inventory(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Cut> {
         let options = ScanOptions {
             workers: vec![
                 Worker::Hardware,
@@ -485,47 +673,60 @@ impl Agent {
             ..ScanOptions::default()
         };
         let mut report = muster_collect::scan(&options);
-        report.agent_id = Some(self.agent_id());
+        report.agent_id = self.enrolment.as_ref().map(|e| e.agent_id.clone());
         self.status.scans_completed += 1;
         let now = Timestamp::now();
-        let mut planned = self.inventory.plan(report.clone(), now);
-        let mut result =
-            Self::until_stop(stop, self.client.upload_inventory(&token, &planned.upload)).await;
-        if let Ok(Err(ClientError::Conflict { .. })) = &result {
-            // The server does not hold our base: start over with everything.
-            planned = self.inventory.plan_full(report.clone(), now);
-            result =
-                Self::until_stop(stop, self.client.upload_inventory(&token, &planned.upload)).await;
+        let planned = self.inventory.plan(report.clone(), now);
+        let full = |state: &InventoryState| state.plan_full(report.clone(), now);
+        // A spooled inventory is whole: a delta would depend on what the server holds when
+        // it finally arrives.
+        let spool_full = |state: &InventoryState| {
+            serde_json::to_vec(&full(state).upload).expect("an upload always serializes")
+        };
+        let body = serde_json::to_vec(&planned.upload).expect("an upload always serializes");
+        let state = self.inventory.clone();
+        let path = api::paths::SYSTEM_REPORT;
+        let mut delivery = self
+            .deliver(stop, SpoolKind::Inventory, path, &body, || {
+                spool_full(&state)
+            })
+            .await;
+        let mut after_ack = planned.after_ack;
+        if let Ok(Delivery::Refused(ClientError::Conflict { .. })) = &delivery {
+            // The server does not hold our base: send it all.
+            let planned = full(&state);
+            let body = serde_json::to_vec(&planned.upload).expect("an upload always serializes");
+            after_ack = planned.after_ack;
+            delivery = self
+                .deliver(stop, SpoolKind::Inventory, path, &body, || {
+                    spool_full(&state)
+                })
+                .await;
         }
-        let outcome = match result {
-            Ok(Ok(ack)) => {
-                let mut state = planned.after_ack;
-                if let Some(hash) = ack.hash {
-                    state.hash = Some(hash);
+        let record = match &delivery {
+            Ok(Delivery::Sent(answer)) => {
+                if let Some(hash) = serde_json::from_slice::<InventoryAck>(answer)
+                    .ok()
+                    .and_then(|ack| ack.hash)
+                {
+                    after_ack.hash = Some(hash);
                 }
-                self.inventory = state;
+                self.inventory = after_ack;
                 if let Err(e) = self.inventory.save(&self.state_dir()) {
                     warn!(error = %e, "cannot store the inventory state; the next one is full");
                 }
-                Ok(Outcome::success(Timestamp::now()))
+                Outcome::success(Timestamp::now())
             }
-            Ok(Err(ClientError::Unauthorized)) => {
-                self.forget_enrolment();
-                Ok(Outcome::failure(Timestamp::now(), "agent token rejected"))
+            Ok(Delivery::Spooled(why)) => {
+                // What the server holds is unknown until the spool drains: start over whole.
+                self.inventory = InventoryState::default();
+                Outcome::failure(Timestamp::now(), format!("{why} (spooled)"))
             }
-            Ok(Err(e @ ClientError::Unavailable { .. })) => {
-                self.spool_inventory(report, now);
-                Ok(Outcome::failure(Timestamp::now(), format!("{e} (spooled)")))
-            }
-            Ok(Err(e)) => Ok(Outcome::failure(Timestamp::now(), e.to_string())),
+            Ok(Delivery::Refused(e)) => Outcome::failure(Timestamp::now(), e),
             Err(Cut::Stop) => {
-                self.spool_inventory(report, now);
-                Err(Cut::Stop)
+                self.inventory = InventoryState::default();
+                Outcome::failure(Timestamp::now(), "stopped while sending (spooled)")
             }
-        };
-        let record = match &outcome {
-            Ok(o) => o.clone(),
-            Err(_) => Outcome::failure(Timestamp::now(), "stopped while sending (spooled)"),
         };
         if !record.ok {
             warn!(
@@ -538,25 +739,13 @@ impl Agent {
         // The scan and its upload were the agent's largest allocations; give the pages back
         // rather than keep them until the next inventory an hour from now.
         daemon::release_free_memory();
-        outcome.map(|_| ())
-    }
-
-    /// Keeps an inventory the server could not take. It is spooled whole (a delta would
-    /// depend on what the server holds when it finally arrives), and the next inventory is
-    /// whole too.
-    fn spool_inventory(&mut self, report: muster_proto::DaemonReport, now: Timestamp) {
-        self.inventory = InventoryState::default();
-        let upload = self.inventory.plan_full(report, now).upload;
-        let body = serde_json::to_vec(&upload).expect("an upload always serializes");
-        self.spool(SpoolKind::Inventory, api::paths::SYSTEM_REPORT, &body);
+        delivery.map(|_| ())
     }
 
     async fn telemetry(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Cut> {
         let sample = self.sampler.sample();
+        self.status.scans_completed += 1;
         let FunctionData::SystemMetrics(metrics) = sample.data else {
-            return Ok(());
-        };
-        let Some(token) = self.token(stop).await? else {
             return Ok(());
         };
         let report = MetricsReport {
@@ -570,37 +759,36 @@ impl Agent {
                 })
                 .collect(),
         };
-        let result = Self::until_stop(stop, self.client.report_metrics(&token, &report)).await;
-        let record = match &result {
-            Ok(Ok(_)) => Outcome::success(Timestamp::now()),
-            Ok(Err(ClientError::Unauthorized)) => {
-                self.forget_enrolment();
-                Outcome::failure(Timestamp::now(), "agent token rejected")
+        let body = serde_json::to_vec(&report).expect("a metrics report always serializes");
+        let delivery = self
+            .deliver(
+                stop,
+                SpoolKind::Telemetry,
+                api::paths::METRICS_REPORT,
+                &body,
+                || body.clone(),
+            )
+            .await;
+        let record = match &delivery {
+            Ok(Delivery::Sent(_)) => Outcome::success(Timestamp::now()),
+            Ok(Delivery::Spooled(why)) => {
+                Outcome::failure(Timestamp::now(), format!("{why} (spooled)"))
             }
-            Ok(Err(e @ ClientError::Unavailable { .. })) | Ok(Err(e @ ClientError::Invalid(_))) => {
-                let body = serde_json::to_vec(&report).expect("a metrics report always serializes");
-                self.spool(SpoolKind::Telemetry, api::paths::METRICS_REPORT, &body);
-                Outcome::failure(Timestamp::now(), format!("{e} (spooled)"))
-            }
-            Ok(Err(e)) => Outcome::failure(Timestamp::now(), e.to_string()),
-            Err(Cut::Stop) => {
-                let body = serde_json::to_vec(&report).expect("a metrics report always serializes");
-                self.spool(SpoolKind::Telemetry, api::paths::METRICS_REPORT, &body);
-                Outcome::failure(Timestamp::now(), "stopped while sending (spooled)")
-            }
+            Ok(Delivery::Refused(e)) => Outcome::failure(Timestamp::now(), e),
+            Err(Cut::Stop) => Outcome::failure(Timestamp::now(), "stopped while sending (spooled)"),
         };
         if !record.ok {
             self.status.errors += 1;
         }
         self.status.last_telemetry = Some(record);
-        result.map(|_| ())
+        delivery.map(|_| ())
     }
 
     fn write_status(&mut self) {
         let spool = self.spool.stats();
         self.status.spool_items = spool.items;
         self.status.spool_bytes = spool.bytes;
-        self.status.dropped_reports = self.dropped;
+        self.status.dropped_reports = self.dropped_reported + self.spool.dropped();
         if let Err(e) = crate::status::write(&self.config.agent.state_dir, &self.status) {
             warn!(error = %e, "cannot write the status file");
         }

@@ -107,17 +107,23 @@ impl Schedule {
         slot.next = next;
     }
 
-    /// Changes the intervals (a reloaded configuration) keeping each job's grid origin; the
-    /// next run of each job is recomputed from its last run.
-    pub fn set_intervals(&mut self, intervals: Intervals, now: Instant) {
+    /// Changes the intervals (a reloaded configuration). A job whose interval changed starts
+    /// a new grid from `now` plus a fresh `offset(job)` (drawn from the splay, so a fleet
+    /// reloaded together does not fall into step); a job already due stays due.
+    pub fn set_intervals(
+        &mut self,
+        intervals: Intervals,
+        now: Instant,
+        mut offset: impl FnMut(Job) -> Duration,
+    ) {
         for slot in &mut self.slots {
             let interval = intervals.of(slot.job);
             if interval != slot.interval {
-                // Restart the grid at the next point of the new interval from now.
-                slot.origin = now;
+                slot.origin = now + offset(slot.job).min(intervals.splay);
                 slot.interval = interval;
                 slot.runs = 1;
-                slot.next = now + interval;
+                let next = grid_point(slot.origin, slot.interval, 1);
+                slot.next = if slot.next <= now { slot.next } else { next };
             }
         }
     }
@@ -248,10 +254,12 @@ mod tests {
             heartbeat: Duration::from_secs(15),
             ..defaults()
         };
-        schedule.set_intervals(faster, later);
+        schedule.set_intervals(faster, later, |_| Duration::from_secs(3));
+        // A new grid from the reload plus a fresh offset, so a fleet reloaded together
+        // spreads out again.
         assert_eq!(
             schedule.next(),
-            (Job::Heartbeat, later + Duration::from_secs(15))
+            (Job::Heartbeat, later + Duration::from_secs(18))
         );
         schedule.run_now(Job::Inventory, later);
         assert_eq!(schedule.next(), (Job::Inventory, later));

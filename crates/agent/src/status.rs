@@ -124,7 +124,8 @@ impl Outcome {
 /// user can run `status`; a reader sees the old or the new file, never half of one.
 pub fn write(state_dir: &Path, status: &Status) -> io::Result<()> {
     let path = state_dir.join(STATUS_FILE);
-    let temp = state_dir.join(format!(".{STATUS_FILE}.{}.tmp", std::process::id()));
+    // A fixed name: a temporary file left by a kill is overwritten by the next write.
+    let temp = state_dir.join(format!(".{STATUS_FILE}.tmp"));
     let mut json = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     json.push(b'\n');
     let result = (|| {

@@ -389,6 +389,7 @@ async fn bodies_above_the_threshold_are_gzipped() {
 async fn retry_after_is_honoured_on_503_and_429() {
     let server = Server::default();
     let (client, delays) = client(&serve_http(&server).await);
+    let client = client.with_retry_budget(Duration::from_secs(600));
     let in_two_minutes = Timestamp::now() + jiff::SignedDuration::from_secs(120);
     let http_date = jiff::fmt::rfc2822::DateTimePrinter::new()
         .timestamp_to_rfc9110_string(&in_two_minutes)
@@ -468,7 +469,7 @@ async fn exhausted_retries_are_unavailable() {
         .heartbeat(&Secret::new(AGENT), &heartbeat())
         .await
         .unwrap_err();
-    let ClientError::Unavailable { message } = &err else {
+    let ClientError::Unavailable { message, .. } = &err else {
         panic!("{err:?}")
     };
     assert!(message.contains("503"), "{message}");
@@ -595,7 +596,7 @@ async fn an_unreachable_server_is_unavailable_after_retries() {
         .heartbeat(&Secret::new(AGENT), &heartbeat())
         .await
         .unwrap_err();
-    let ClientError::Unavailable { message } = &err else {
+    let ClientError::Unavailable { message, .. } = &err else {
         panic!("{err:?}")
     };
     assert!(message.contains("after 4 attempts"), "{message}");
@@ -627,7 +628,7 @@ async fn a_slow_server_times_out_and_is_unavailable() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Unavailable { message } if message.contains("timed out")),
+        matches!(&err, ClientError::Unavailable { message, .. } if message.contains("timed out")),
         "{err:?}"
     );
     assert_eq!(server.hits().len(), 2);
@@ -817,7 +818,7 @@ mod tls {
                 .heartbeat(&Secret::new(AGENT), &heartbeat())
                 .await
                 .unwrap_err();
-            let ClientError::Unavailable { message } = &err else {
+            let ClientError::Unavailable { message, .. } = &err else {
                 panic!("{err:?}")
             };
             assert!(message.contains("certificate"), "{message}");
@@ -846,4 +847,25 @@ mod tls {
             .unwrap();
         assert_eq!(server.hits().len(), 1);
     }
+}
+
+#[tokio::test]
+async fn a_pause_longer_than_the_budget_ends_the_call_with_the_servers_retry_after() {
+    let server = Server::default();
+    let (client, delays) = client(&serve_http(&server).await);
+    let client = client.with_retry_budget(Duration::from_secs(60));
+    server.then(Scripted::status(503).header("retry-after", "900"));
+    let err = client
+        .heartbeat(&Secret::new(AGENT), &heartbeat())
+        .await
+        .unwrap_err();
+    let ClientError::Unavailable { retry_after, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*retry_after, Some(Duration::from_secs(900)));
+    assert_eq!(server.hits().len(), 1, "no retry inside the call");
+    assert!(
+        delays.lock().unwrap().is_empty(),
+        "no waiting inside the call"
+    );
 }

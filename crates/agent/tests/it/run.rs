@@ -55,23 +55,32 @@ impl Setup {
     }
 
     fn start(&self) -> Agent {
+        let log = self
+            .dir
+            .path()
+            .join(format!("stderr-{}.log", uuid::Uuid::now_v7()));
         let child = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
             .args(["run", "--config"])
             .arg(self.config())
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Agent { child: Some(child) }
+        Agent {
+            child: Some(child),
+            log,
+        }
     }
 }
 
 /// A running agent; killed if a test fails before stopping it.
 struct Agent {
     child: Option<Child>,
+    /// Its standard error (the foreground agent's log), readable while it runs.
+    log: PathBuf,
 }
 
 impl Agent {
@@ -95,11 +104,25 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let code = child.wait().unwrap().code();
+        (code, self.log_text())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the agent's log contains `text`.
+    async fn until_logged(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.log_text().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the agent never logged {text:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 
@@ -227,7 +250,9 @@ async fn enrols_again_when_the_server_rejects_its_token() {
 #[tokio::test]
 async fn spools_while_the_server_is_down_and_drains_in_order_once_it_is_back() {
     let server = FakeServer::start().await;
-    let setup = Setup::new(&server.url, 1, 1);
+    // Telemetry every second, heartbeat every 3: after the outage a telemetry report is
+    // usually ready before the heartbeat, and must not overtake the spooled ones.
+    let setup = Setup::new(&server.url, 3, 1);
     let agent = setup.start();
     until(&server, "first telemetry", |s| !s.metrics.is_empty()).await;
     server.seen(|s| s.unavailable = true);
@@ -275,17 +300,34 @@ async fn a_second_agent_on_the_same_state_directory_refuses_to_start() {
     let setup = Setup::new(&server.url, 60, 600);
     let first = setup.start();
     until(&server, "the first agent running", |s| s.heartbeats >= 1).await;
-    let second = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
-        .args(["run", "--config"])
-        .arg(setup.config())
-        .output()
-        .unwrap();
-    assert!(!second.status.success());
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        stderr.contains(&first.pid().to_string()),
-        "names the pid holding it: {stderr}"
+    // The same pidfile, then the same state directory under another pidfile: the
+    // state-directory lock refuses the latter.
+    let config = std::fs::read_to_string(setup.config()).unwrap();
+    let pid_line = format!(
+        "pid_file = \"{}\"",
+        setup.dir.path().join("agent.pid").display()
     );
+    assert!(config.contains(&pid_line));
+    let other_pid = setup.dir.path().join("other.pid");
+    let other_config = setup.dir.path().join("other.toml");
+    let other = config.replace(
+        &pid_line,
+        &format!("pid_file = \"{}\"", other_pid.display()),
+    );
+    std::fs::write(&other_config, other).unwrap();
+    for config in [setup.config(), other_config] {
+        let second = Command::new(env!("CARGO_BIN_EXE_muster-agent"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!second.status.success());
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert!(
+            stderr.contains(&first.pid().to_string()),
+            "names the pid holding it: {stderr}"
+        );
+    }
     let (code, _) = first.stop();
     assert_eq!(code, Some(0));
 }
@@ -299,7 +341,7 @@ async fn sighup_reloads_a_good_configuration_and_keeps_the_old_one_when_bad() {
 
     std::fs::write(setup.config(), "[agent]\nheartbeat_interval = \"soon\"\n").unwrap();
     agent.signal(nix::sys::signal::Signal::SIGHUP);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.until_logged("configuration reload rejected").await;
     // A good configuration with a 1 s heartbeat: heartbeats speed up once it is loaded.
     setup.write_config(&server.url, 1, 600);
     agent.signal(nix::sys::signal::Signal::SIGHUP);
@@ -420,7 +462,10 @@ async fn tells_systemd_it_is_ready_pings_the_watchdog_and_says_when_it_stops() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let agent = Agent { child: Some(child) };
+    let agent = Agent {
+        child: Some(child),
+        log: setup.dir.path().join("none.log"),
+    };
     let mut received = Vec::new();
     let mut buf = [0u8; 512];
     while !(received.iter().any(|m: &String| m.contains("READY=1"))
@@ -438,4 +483,40 @@ async fn tells_systemd_it_is_ready_pings_the_watchdog_and_says_when_it_stops() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn reports_made_before_the_first_enrolment_are_kept_and_delivered_after_it() {
+    let server = FakeServer::start().await;
+    server.seen(|s| s.unavailable = true);
+    let setup = Setup::new(&server.url, 1, 1);
+    let agent = setup.start();
+    let spool = setup.state_dir().join("spool");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let items = std::fs::read_dir(&spool).map_or(0, |dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".item"))
+                .count()
+        });
+        if items >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing was spooled before enrolment"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.seen(|s| s.registrations), 0);
+    server.seen(|s| s.unavailable = false);
+    until(
+        &server,
+        "enrolment, then the spooled inventory and telemetry",
+        |s| s.registrations == 1 && !s.inventories.is_empty() && s.metrics.len() >= 2,
+    )
+    .await;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(server.seen(|s| s.duplicates), 0);
 }
