@@ -45,6 +45,8 @@ pub struct Seen {
     pub hashes: HashMap<String, String>,
     /// Answer 503 to everything while set.
     pub unavailable: bool,
+    /// Store the next metrics report, then answer 503 as if the answer were lost on the way.
+    pub lose_next_metrics_answer: bool,
     /// Every bearer token presented, to check no token leaks elsewhere.
     pub tokens_issued: Vec<String>,
 }
@@ -264,6 +266,13 @@ async fn metrics_report(State(state): Shared, headers: HeaderMap, bytes: Bytes) 
         seen.duplicates += 1;
     } else {
         seen.metrics.push(report.report_id);
+    }
+    if std::mem::take(&mut seen.lose_next_metrics_answer) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "answer lost",
+        );
     }
     let accepted = if duplicate {
         0

@@ -156,6 +156,32 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// No file in the state directory but the enrolment itself holds a token (status.json is
+/// world-readable; spooled reports are plain JSON).
+fn assert_no_secrets_in_state(state_dir: &Path, server: &FakeServer) {
+    let mut secrets = server.seen(|s| s.tokens_issued.clone());
+    secrets.push(ENROL_TOKEN.to_owned());
+    let mut dirs = vec![state_dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().unwrap() != "enrolment.json" {
+                let bytes = std::fs::read(&path).unwrap();
+                let text = String::from_utf8_lossy(&bytes);
+                for secret in &secrets {
+                    assert!(
+                        !text.contains(secret.as_str()),
+                        "{} holds a token",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Every secret a test run involved must be absent from the agent's logs.
 fn assert_no_secrets(log: &str, server: &FakeServer) {
     assert!(
@@ -196,6 +222,7 @@ async fn enrols_reports_at_once_and_reuses_its_identity() {
         assert_eq!(mode(&state.join(file)), 0o600, "{file}");
     }
     assert_no_secrets(&log, &server);
+    assert_no_secrets_in_state(&state, &server);
 
     // A second start reuses the enrolment and sends only what changed.
     let agent = setup.start();
@@ -519,4 +546,33 @@ async fn reports_made_before_the_first_enrolment_are_kept_and_delivered_after_it
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(server.seen(|s| s.duplicates), 0);
+}
+
+#[tokio::test]
+async fn a_report_whose_answer_was_lost_is_resent_and_stored_once() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 1, 1);
+    let agent = setup.start();
+    until(&server, "first telemetry", |s| !s.metrics.is_empty()).await;
+    server.seen(|s| s.lose_next_metrics_answer = true);
+    until(&server, "the same report received again", |s| {
+        s.duplicates >= 1
+    })
+    .await;
+    until(&server, "telemetry flowing after the resend", |s| {
+        s.metrics.len() >= 4
+    })
+    .await;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    server.seen(|s| {
+        let mut unique = s.metrics.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), s.metrics.len(), "each report stored once");
+        assert_eq!(
+            s.duplicates, 1,
+            "exactly the report whose answer was lost came twice"
+        );
+    });
 }
