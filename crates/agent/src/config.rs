@@ -1098,9 +1098,15 @@ impl Value<'_> {
         let path = self.path()?;
         // Checked now so a typo stops `config check` and start-up, not the first request.
         match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => Ok(Some(path)),
-            Ok(_) => Err(format!("{} is not a file", path.display())),
-            Err(e) => Err(format!("cannot use {}: {e}", path.display())),
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return Err(format!("{} is not a file", path.display())),
+            Err(e) => return Err(format!("cannot use {}: {e}", path.display())),
+        }
+        let pem =
+            std::fs::read(&path).map_err(|e| format!("cannot use {}: {e}", path.display()))?;
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => Ok(Some(path)),
+            _ => Err(format!("{} holds no PEM certificate", path.display())),
         }
     }
 
@@ -1877,9 +1883,21 @@ mod tests {
     #[test]
     fn an_existing_ca_file_is_accepted() {
         let fixture = Fixture::new("[security]\nca_file = \"ca.pem\"\n");
-        std::fs::write(fixture.dir.path().join("ca.pem"), "PEM").unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["muster-ca".into()]).unwrap();
+        std::fs::write(fixture.dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
         let c = fixture.ok().config;
         assert_eq!(c.security.ca_file, Some(fixture.dir.path().join("ca.pem")));
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_a_config_error() {
+        let fixture = Fixture::new("[security]\nca_file = \"ca.pem\"\n");
+        std::fs::write(fixture.dir.path().join("ca.pem"), "not a certificate\n").unwrap();
+        let err = fixture.err();
+        assert!(
+            err.contains("ca_file") && err.contains("holds no PEM certificate"),
+            "{err}"
+        );
     }
 
     /// Every layer in turn, from the bottom: each one must beat all those below it, and the

@@ -179,7 +179,7 @@ impl Spool {
         };
         {
             let mut inner = spool.lock();
-            let dropped = spool.make_room(&mut inner, 0, 0)?;
+            let (dropped, room) = spool.make_room(&mut inner, 0, 0);
             if dropped > 0 {
                 warn!(
                     dropped,
@@ -188,6 +188,7 @@ impl Spool {
                 inner.dropped += dropped;
                 spool.persist_dropped(&inner);
             }
+            room?;
         }
         Ok(spool)
     }
@@ -219,17 +220,21 @@ impl Spool {
                 ),
             ));
         }
-        let dropped = self.make_room(&mut inner, size, 1)?;
-        if dropped > 0 {
-            inner.dropped += dropped;
-            self.persist_dropped(&inner);
-        }
-
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let name = item_name(seq, kind);
         let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-        let result = write_synced(&tmp, &[header.as_bytes(), body])
+        // Written before anything is evicted: a full disk costs the new item, not old ones.
+        if let Err(e) = write_synced(&tmp, &[header.as_bytes(), body]) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let (dropped, room) = self.make_room(&mut inner, size, 1);
+        if dropped > 0 {
+            inner.dropped += dropped;
+            self.persist_dropped(&inner);
+        }
+        let result = room
             .and_then(|()| fs::rename(&tmp, self.dir.join(&name)))
             .and_then(|()| sync_dir(&self.dir));
         if let Err(e) = result {
@@ -334,7 +339,14 @@ impl Spool {
     }
 
     /// Drops items until `extra_bytes` and `extra_items` more fit the bounds; returns how many.
-    fn make_room(&self, inner: &mut Inner, extra_bytes: u64, extra_items: u64) -> io::Result<u64> {
+    /// Evicts until `extra_bytes` and `extra_items` fit; returns how many were evicted even
+    /// when a removal failed part-way, so the count is never lost.
+    fn make_room(
+        &self,
+        inner: &mut Inner,
+        extra_bytes: u64,
+        extra_items: u64,
+    ) -> (u64, io::Result<()>) {
         let mut dropped = 0;
         while !inner.items.is_empty()
             && (inner.items.len() as u64 + extra_items > self.max_items
@@ -347,12 +359,14 @@ impl Spool {
                 .or_else(|| inner.items.first_key_value())
                 .map(|(&seq, &entry)| (seq, entry));
             let Some((seq, entry)) = victim else { break };
-            remove_if_exists(&self.dir.join(item_name(seq, entry.kind)))?;
+            if let Err(e) = remove_if_exists(&self.dir.join(item_name(seq, entry.kind))) {
+                return (dropped, Err(e));
+            }
             inner.items.remove(&seq);
             inner.bytes -= entry.size;
             dropped += 1;
         }
-        Ok(dropped)
+        (dropped, Ok(()))
     }
 
     /// Saves the dropped count (temp file, fsync, rename). A failure is logged, not returned:
