@@ -108,6 +108,12 @@ impl Agent {
         (code, self.log_text())
     }
 
+    /// Reaps an agent that was killed; returns the exit code (none: killed) and its log.
+    fn stop_killed(mut self) -> (Option<i32>, String) {
+        let code = self.child.take().unwrap().wait().unwrap().code();
+        (code, self.log_text())
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -575,4 +581,63 @@ async fn a_report_whose_answer_was_lost_is_resent_and_stored_once() {
             "exactly the report whose answer was lost came twice"
         );
     });
+}
+
+#[tokio::test]
+async fn kill_9_at_random_moments_loses_nothing_spooled_and_restarts_cleanly() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 1, 1);
+    // Enrol first, then take the server away so everything goes to the spool.
+    let agent = setup.start();
+    until(&server, "enrolment", |s| s.heartbeats >= 1).await;
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0));
+    server.seen(|s| s.unavailable = true);
+    for round in 0..6u64 {
+        let agent = setup.start();
+        // A spread of kill points: start-up, mid-scan, mid-spool-write, idle.
+        let nanos = (u64::from(std::process::id()) * 7_919 + round * 310_019_999) % 2_000_000_000;
+        tokio::time::sleep(Duration::from_millis(300) + Duration::from_nanos(nanos)).await;
+        agent.signal(nix::sys::signal::Signal::SIGKILL);
+        let (code, _) = agent.stop_killed();
+        assert_eq!(code, None, "killed by a signal");
+    }
+    let spooled = std::fs::read_dir(setup.state_dir().join("spool"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".item"))
+        .count();
+    assert!(
+        spooled >= 2,
+        "the killed agents spooled reports ({spooled})"
+    );
+    server.seen(|s| s.unavailable = false);
+    let agent = setup.start();
+    let delivered = server.seen(|s| s.metrics.len());
+    until(&server, "every spooled report delivered", |s| {
+        s.metrics.len() >= delivered + 2
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = std::fs::read_dir(setup.state_dir().join("spool"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.ends_with(".item") || name.ends_with(".tmp")
+            })
+            .count();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} items stayed in the spool"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(server.seen(|s| s.duplicates), 0, "nothing stored twice");
 }
