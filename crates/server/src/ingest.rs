@@ -334,4 +334,59 @@ mod tests {
             assert!(seed_report(body.as_object().unwrap(), "a", Timestamp::UNIX_EPOCH).is_err());
         }
     }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<i64>().prop_map(|i| json!(i)),
+            "[a-z_ ]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("hostname".to_owned()),
+                        Just("cpu_info".to_owned()),
+                        Just("system_metrics".to_owned()),
+                        Just("cpu_usage".to_owned()),
+                        Just("report_id".to_owned()),
+                        "[a-z_]{1,10}",
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    use serde_json::json;
+
+    proptest::proptest! {
+        /// The seed's report is outside input: any JSON object is read or refused, never a
+        /// panic, and what is read survives the store's JSON round trip.
+        #[test]
+        fn any_seed_report_is_read_or_refused(value in json()) {
+            if let Value::Object(map) = value {
+                if let Ok((report, _)) = seed_report(&map, "a", Timestamp::UNIX_EPOCH) {
+                    let text = serde_json::to_string(&report).unwrap();
+                    let back: DaemonReport = serde_json::from_str(&text).unwrap();
+                    proptest::prop_assert_eq!(inventory_hash(&back), inventory_hash(&report));
+                }
+            }
+        }
+
+        /// `removed` comes from the agent: any text is harmless.
+        #[test]
+        fn any_removed_list_applies(removed in proptest::collection::vec("[a-z/]{0,20}", 0..8)) {
+            let base = report(vec![WorkerReport::new(Worker::Hardware, vec![memory(1)])]);
+            let delta = report(vec![]);
+            let merged = apply_delta(base, delta, &removed);
+            proptest::prop_assert!(merged.worker_reports.len() <= 1);
+        }
+    }
 }
