@@ -1,0 +1,368 @@
+//! Storage: one interface, [`Store`], over the database backends.
+//!
+//! Every method that touches a tenant's data takes the tenant id and scopes its query by it;
+//! the only unscoped look-ups are the operator's (`list_tenants`) and `find_token`, which is how a
+//! request learns its tenant in the first place. The SQL is kept portable (numbered `$n`
+//! parameters, `ON CONFLICT`, `RETURNING`, BIGINT unix seconds, TEXT ids and JSON) so the
+//! PostgreSQL backend can run the same statements.
+
+mod sqlite;
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use crate::token::TokenKind;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("applying migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("creating the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database url: {0}")]
+    Url(String),
+    /// The request contradicts what is stored (a delta on a base the server does not hold, a
+    /// report id another agent used).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A stored value the code cannot read back (a bug or a hand-edited database).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// A tenant: one customer's fleet, tokens and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A token to store: only its hash.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub id: String,
+    pub kind: TokenKind,
+    pub hash: String,
+    pub agent_id: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+impl NewToken {
+    pub fn new(kind: TokenKind, hash: String, agent_id: Option<String>) -> NewToken {
+        NewToken {
+            id: Uuid::now_v7().to_string(),
+            kind,
+            hash,
+            agent_id,
+            expires_at: None,
+        }
+    }
+}
+
+/// A stored token, found by its hash.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: TokenKind,
+    pub hash: String,
+    pub agent_id: Option<String>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// What registration knows about an agent.
+#[derive(Debug, Clone)]
+pub struct AgentRegistration {
+    /// `key:<public key>`, `machine:<id>` or `host:<hostname>`: what registration is
+    /// idempotent on within the tenant.
+    pub identity: String,
+    pub public_key: Option<String>,
+    pub machine_id: Option<String>,
+    pub hostname: String,
+    pub platform: Option<String>,
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    pub arch: Option<String>,
+    pub agent_version: Option<String>,
+}
+
+/// A stored agent.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AgentRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub identity: String,
+    pub public_key: Option<String>,
+    pub machine_id: Option<String>,
+    pub hostname: String,
+    pub platform: Option<String>,
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    pub arch: Option<String>,
+    pub agent_version: Option<String>,
+    pub created_at: i64,
+    pub last_seen: Option<i64>,
+    /// The last heartbeat's health figures, JSON.
+    pub health: Option<String>,
+}
+
+/// The envelope of a report being ingested: what makes ingestion idempotent.
+#[derive(Debug, Clone)]
+pub struct ReportMeta {
+    pub report_id: Uuid,
+    pub tenant_id: String,
+    pub agent_id: String,
+    pub kind: ReportKind,
+    pub received_at: i64,
+}
+
+/// What a stored report was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    InventoryFull,
+    InventoryDelta,
+    InventoryUnchanged,
+    /// A bare `DaemonReport` posted to the system report.
+    DaemonReport,
+    /// The seed agent's flat system report.
+    SeedReport,
+    Metrics,
+}
+
+impl ReportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportKind::InventoryFull => "inventory_full",
+            ReportKind::InventoryDelta => "inventory_delta",
+            ReportKind::InventoryUnchanged => "inventory_unchanged",
+            ReportKind::DaemonReport => "daemon_report",
+            ReportKind::SeedReport => "seed_report",
+            ReportKind::Metrics => "metrics",
+        }
+    }
+}
+
+/// An agent's latest inventory: a `DaemonReport` as JSON and its inventory hash.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredInventory {
+    pub hash: String,
+    pub report: String,
+    pub report_id: String,
+    pub updated_at: i64,
+}
+
+/// The inventory that replaces the stored one.
+#[derive(Debug, Clone)]
+pub struct NewInventory {
+    pub hash: String,
+    pub report: String,
+}
+
+/// One telemetry sample.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct MetricsRow {
+    pub sampled_at: i64,
+    pub cpu_usage: Option<f64>,
+    pub memory_usage: Option<f64>,
+    pub disk_usage: Option<f64>,
+    /// The whole sample, JSON.
+    pub data: String,
+}
+
+/// The outcome of ingesting a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    /// The report id had been stored before; nothing changed.
+    pub duplicate: bool,
+    /// The inventory hash now held for the agent, if it has one.
+    pub hash: Option<String>,
+}
+
+/// The database, whichever backend holds it. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// The default database: a SQLite file in `./muster-data/`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://muster-data/muster.db";
+
+impl Store {
+    /// Opens the database `url` (`sqlite://PATH`, `sqlite::memory:` or a bare file path),
+    /// creating it and its directory if needed, and applies the migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            return Err(StoreError::Url(
+                "postgresql is not supported yet; use a sqlite:// url".into(),
+            ));
+        }
+        let pool = sqlite::open(url).await?;
+        Ok(Store {
+            backend: Backend::Sqlite(pool),
+        })
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::ping(pool).await,
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    /// Creates a tenant with its first tokens, atomically.
+    pub async fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        tokens: &[NewToken],
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::create_tenant(pool, tenant, tokens).await,
+        }
+    }
+
+    /// Every tenant (an operator's view, not a tenant's).
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::list_tenants(pool).await,
+        }
+    }
+
+    /// The token whose hash is `hash`, whatever its state; the caller checks kind, expiry and
+    /// revocation.
+    pub async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::find_token(pool, hash).await,
+        }
+    }
+
+    /// Registers an agent, or finds it again by its identity, and gives it `token` (revoking
+    /// its earlier tokens: an agent has one live token). Returns the agent id and whether the
+    /// agent is new.
+    pub async fn register_agent(
+        &self,
+        tenant_id: &str,
+        agent: &AgentRegistration,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<(String, bool), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlite::register_agent(pool, tenant_id, agent, token_hash, now).await
+            }
+        }
+    }
+
+    /// Records a heartbeat: last seen, version and health.
+    pub async fn heartbeat(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        now: i64,
+        agent_version: &str,
+        health: &str,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlite::heartbeat(pool, tenant_id, agent_id, now, agent_version, health).await
+            }
+        }
+    }
+
+    /// Ingests an inventory report once per report id. Within one transaction: records the
+    /// report (a retry of a stored id answers `duplicate` and changes nothing), reads the
+    /// stored inventory, lets `update` decide the new one (`None` keeps it; an `Err` — a delta
+    /// on the wrong base — undoes everything), stores it and the report's metrics samples.
+    pub async fn ingest_inventory<F>(
+        &self,
+        meta: &ReportMeta,
+        samples: &[MetricsRow],
+        update: F,
+    ) -> Result<Ingested, StoreError>
+    where
+        F: FnOnce(Option<StoredInventory>) -> Result<Option<NewInventory>, StoreError> + Send,
+    {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::ingest_inventory(pool, meta, samples, update).await,
+        }
+    }
+
+    /// Ingests telemetry samples once per report id.
+    pub async fn ingest_metrics(
+        &self,
+        meta: &ReportMeta,
+        samples: &[MetricsRow],
+    ) -> Result<Ingested, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::ingest_metrics(pool, meta, samples).await,
+        }
+    }
+
+    pub async fn agent(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::agent(pool, tenant_id, agent_id).await,
+        }
+    }
+
+    pub async fn list_agents(&self, tenant_id: &str) -> Result<Vec<AgentRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::list_agents(pool, tenant_id).await,
+        }
+    }
+
+    pub async fn inventory(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Result<Option<StoredInventory>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::inventory(pool, tenant_id, agent_id).await,
+        }
+    }
+
+    /// Samples taken in `[from, to)`, oldest first.
+    pub async fn metrics(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<MetricsRow>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::metrics(pool, tenant_id, agent_id, from, to).await,
+        }
+    }
+
+    /// How many reports of the agent are stored (each report id once).
+    pub async fn report_count(&self, tenant_id: &str, agent_id: &str) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(pool) => sqlite::report_count(pool, tenant_id, agent_id).await,
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! `muster-server`'s integration tests: a real server on 127.0.0.1:0 over a real SQLite file.
+
+mod agent;
+mod api;
+mod cli;
+mod isolation;
+mod limits;
+mod support;
