@@ -14,14 +14,12 @@ if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 "$VENV/bin/python" -c 'import psutil, requests, schedule' 2>/dev/null || "$VENV/bin/pip" install -q psutil requests schedule
 command -v prometheus-node-exporter >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-node-exporter >/dev/null; }
 
-WORK=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-python3 bench/fake_api.py "$PORT" & pids+=($!)
-sleep 0.5
+. bench/lib.sh
+start_fake_api "$PORT"
 cat > "$WORK/agent.toml" <<TOML
 [agent]
 state_dir = "$WORK/state"
+pid_file = "$WORK/agent.pid"
 log_level = "warn"
 [api]
 base_url = "http://127.0.0.1:$PORT/api"

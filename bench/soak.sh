@@ -8,11 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MINUTES="${1:-5}"; PORT=38082
 cargo build --release -q -p muster-agent
-WORK=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-python3 bench/fake_api.py "$PORT" & pids+=($!)
-sleep 0.5
+. bench/lib.sh
+start_fake_api "$PORT"
 cat > "$WORK/agent.toml" <<TOML
 [agent]
 state_dir = "$WORK/state"

@@ -119,7 +119,8 @@ pub enum InventoryUpload {
         base_hash: String,
         hash: String,
         report: DaemonReport,
-        /// Function reports present in the base but gone now (a package source removed).
+        /// Function reports present in the base but gone now, as `worker/function` (e.g.
+        /// `software/snap` when a package source was removed).
         #[serde(default)]
         removed: Vec<String>,
     },
