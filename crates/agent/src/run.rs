@@ -36,6 +36,10 @@ use crate::{daemon, logging};
 
 const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Drains after a successful heartbeat in which the oldest spooled report failed (5xx) before
+/// it is set aside: the server answers, but not to that report.
+const MAX_HEAD_FAILURES: u32 = 5;
+
 /// The file that makes one agent per state directory.
 const LOCK_FILE: &str = "agent.lock";
 
@@ -213,6 +217,8 @@ struct Agent {
     inventory_due: bool,
     /// The server asked (`Retry-After`) not to be sent anything before then.
     hold_until: Option<Instant>,
+    /// The oldest spooled report and how many drains after a good heartbeat it failed.
+    head_failures: Option<(crate::spool::SpoolId, u32)>,
 }
 
 /// What stopped a job early.
@@ -261,6 +267,7 @@ impl Agent {
             dropped_reported: 0,
             inventory_due: false,
             hold_until: None,
+            head_failures: None,
         })
     }
 
@@ -529,7 +536,7 @@ impl Agent {
                 self.spool.restore_dropped(taken.saturating_sub(dropped));
                 self.dropped_reported += dropped;
                 self.status.last_heartbeat = Some(Outcome::success(Timestamp::now()));
-                self.drain_spool(&token, stop).await.map(|_| ())
+                self.drain_spool(&token, stop, true).await.map(|_| ())
             }
             Err(ClientError::Unauthorized) => {
                 self.forget_enrolment();
@@ -549,10 +556,14 @@ impl Agent {
 
     /// Sends spooled reports oldest first while the server takes them. `true` when the spool
     /// is empty afterwards, so a new report may go straight out without overtaking older ones.
+    /// `server_answers` (the heartbeat just succeeded) makes a failure of the oldest report
+    /// count against it: one the server keeps failing is set aside after
+    /// [`MAX_HEAD_FAILURES`] such drains instead of blocking everything behind it.
     async fn drain_spool(
         &mut self,
         token: &Secret,
         stop: &mut watch::Receiver<bool>,
+        server_answers: bool,
     ) -> Result<bool, Cut> {
         loop {
             let item = match self.spool.oldest() {
@@ -582,9 +593,22 @@ impl Agent {
                 Err(e) => {
                     debug!(error = %e, "server unavailable; spool kept");
                     self.note_unavailable(&e);
-                    return Ok(false);
+                    if !server_answers {
+                        return Ok(false);
+                    }
+                    let failures = match self.head_failures {
+                        Some((id, n)) if id == item.id => n + 1,
+                        _ => 1,
+                    };
+                    if failures < MAX_HEAD_FAILURES {
+                        self.head_failures = Some((item.id, failures));
+                        return Ok(false);
+                    }
+                    warn!(error = %e, path = %item.api_path, failures, "setting aside a spooled report the server keeps failing");
+                    self.spool.restore_dropped(1);
                 }
             }
+            self.head_failures = None;
             if let Err(e) = self.spool.remove(item.id) {
                 error!(error = %e, "cannot remove a sent report from the spool");
                 return Ok(false);
@@ -630,7 +654,7 @@ impl Agent {
                     return Err(cut);
                 }
             };
-            match self.drain_spool(&token, stop).await {
+            match self.drain_spool(&token, stop, false).await {
                 Ok(true) => {}
                 Ok(false) => break 'send "older reports are still queued".to_owned(),
                 Err(cut) => {

@@ -641,3 +641,49 @@ async fn kill_9_at_random_moments_loses_nothing_spooled_and_restarts_cleanly() {
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(server.seen(|s| s.duplicates), 0, "nothing stored twice");
 }
+
+#[tokio::test]
+async fn a_spooled_report_the_server_keeps_failing_is_set_aside_not_blocking_the_rest() {
+    let server = FakeServer::start().await;
+    let setup = Setup::new(&server.url, 1, 1);
+    let agent = setup.start();
+    until(&server, "enrolment", |s| s.heartbeats >= 1).await;
+    server.seen(|s| s.unavailable = true);
+    let spool = setup.state_dir().join("spool");
+    let items = || {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&spool)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with("-telemetry.item"))
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while items().len() < 2 {
+        assert!(Instant::now() < deadline, "telemetry was not spooled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The oldest spooled report will make the server fail every time.
+    let oldest = String::from_utf8_lossy(&std::fs::read(&items()[0]).unwrap()).into_owned();
+    let at = oldest.find("\"report_id\":\"").unwrap() + "\"report_id\":\"".len();
+    let poison: uuid::Uuid = oldest[at..at + 36].parse().unwrap();
+    server.seen(|s| {
+        s.failing_metrics.insert(poison);
+        s.unavailable = false;
+    });
+    let before = server.seen(|s| s.metrics.len());
+    until(&server, "the reports behind it delivered", |s| {
+        s.metrics.len() >= before + 2
+    })
+    .await;
+    let (code, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("setting aside a spooled report"), "{log}");
+    assert!(!server.seen(|s| s.metrics.contains(&poison)));
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(setup.state_dir().join("status.json")).unwrap())
+            .unwrap();
+    assert!(status["dropped_reports"].as_u64().unwrap() >= 1, "{status}");
+}
