@@ -40,7 +40,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// The database: `sqlite://PATH` (created if missing) or a file path.
+    /// The database: `sqlite://PATH` (created if missing), a file path, or
+    /// `postgres://USER@HOST:PORT/DB` (the database must exist).
     #[arg(long, default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }

@@ -6,6 +6,7 @@
 //! parameters, `ON CONFLICT`, `RETURNING`, BIGINT unix seconds, TEXT ids and JSON) so the
 //! PostgreSQL backend can run the same statements.
 
+mod postgres;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -198,30 +199,30 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 /// The default database: a SQLite file in `./muster-data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://muster-data/muster.db";
 
 impl Store {
-    /// Opens the database `url` (`sqlite://PATH`, `sqlite::memory:` or a bare file path),
-    /// creating it and its directory if needed, and applies the migrations.
+    /// Opens the database `url` and applies its backend's migrations: `postgres://…` or
+    /// `postgresql://…` is PostgreSQL (the database must exist); `sqlite://PATH`,
+    /// `sqlite::memory:` or a bare file path is SQLite, created with its directory if needed.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            return Err(StoreError::Url(
-                "postgresql is not supported yet; use a sqlite:// url".into(),
-            ));
-        }
-        let pool = sqlite::open(url).await?;
-        Ok(Store {
-            backend: Backend::Sqlite(pool),
-        })
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(postgres::open(url).await?)
+        } else {
+            Backend::Sqlite(sqlite::open(url).await?)
+        };
+        Ok(Store { backend })
     }
 
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::ping(pool).await,
+            Backend::Postgres(pool) => postgres::ping(pool).await,
         }
     }
 
@@ -229,6 +230,7 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
         }
     }
 
@@ -240,6 +242,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::create_tenant(pool, tenant, tokens).await,
+            Backend::Postgres(pool) => postgres::create_tenant(pool, tenant, tokens).await,
         }
     }
 
@@ -247,6 +250,7 @@ impl Store {
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::list_tenants(pool).await,
+            Backend::Postgres(pool) => postgres::list_tenants(pool).await,
         }
     }
 
@@ -255,6 +259,7 @@ impl Store {
     pub async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::find_token(pool, hash).await,
+            Backend::Postgres(pool) => postgres::find_token(pool, hash).await,
         }
     }
 
@@ -272,6 +277,9 @@ impl Store {
             Backend::Sqlite(pool) => {
                 sqlite::register_agent(pool, tenant_id, agent, token_hash, now).await
             }
+            Backend::Postgres(pool) => {
+                postgres::register_agent(pool, tenant_id, agent, token_hash, now).await
+            }
         }
     }
 
@@ -287,6 +295,9 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(pool) => {
                 sqlite::heartbeat(pool, tenant_id, agent_id, now, agent_version, health).await
+            }
+            Backend::Postgres(pool) => {
+                postgres::heartbeat(pool, tenant_id, agent_id, now, agent_version, health).await
             }
         }
     }
@@ -306,6 +317,9 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::ingest_inventory(pool, meta, samples, update).await,
+            Backend::Postgres(pool) => {
+                postgres::ingest_inventory(pool, meta, samples, update).await
+            }
         }
     }
 
@@ -317,6 +331,7 @@ impl Store {
     ) -> Result<Ingested, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::ingest_metrics(pool, meta, samples).await,
+            Backend::Postgres(pool) => postgres::ingest_metrics(pool, meta, samples).await,
         }
     }
 
@@ -327,12 +342,14 @@ impl Store {
     ) -> Result<Option<AgentRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::agent(pool, tenant_id, agent_id).await,
+            Backend::Postgres(pool) => postgres::agent(pool, tenant_id, agent_id).await,
         }
     }
 
     pub async fn list_agents(&self, tenant_id: &str) -> Result<Vec<AgentRecord>, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::list_agents(pool, tenant_id).await,
+            Backend::Postgres(pool) => postgres::list_agents(pool, tenant_id).await,
         }
     }
 
@@ -343,6 +360,7 @@ impl Store {
     ) -> Result<Option<StoredInventory>, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::inventory(pool, tenant_id, agent_id).await,
+            Backend::Postgres(pool) => postgres::inventory(pool, tenant_id, agent_id).await,
         }
     }
 
@@ -356,6 +374,7 @@ impl Store {
     ) -> Result<Vec<MetricsRow>, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::metrics(pool, tenant_id, agent_id, from, to).await,
+            Backend::Postgres(pool) => postgres::metrics(pool, tenant_id, agent_id, from, to).await,
         }
     }
 
@@ -363,6 +382,7 @@ impl Store {
     pub async fn report_count(&self, tenant_id: &str, agent_id: &str) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::report_count(pool, tenant_id, agent_id).await,
+            Backend::Postgres(pool) => postgres::report_count(pool, tenant_id, agent_id).await,
         }
     }
 }

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{TestServer, assert_error, client, public_key, send};
+use crate::support::{TestServer, assert_error, backends, client, public_key, send};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -42,76 +42,83 @@ async fn answer_to_unsent_body(server: &TestServer, authorization: Option<&str>)
 
 #[tokio::test]
 async fn a_bad_token_is_refused_before_the_body_is_read() {
-    let server = TestServer::start().await;
-    let tenant = server.tenant("acme").await;
-    let unknown = muster_server::token::Token::generate(muster_server::token::TokenKind::Agent);
-    for authorization in [
-        None,
-        Some("Basic dXNlcjpwYXNz".to_owned()),
-        Some("Bearer garbage".to_owned()),
-        Some(format!("Bearer {}", unknown.expose())),
-        Some(format!("Bearer {}", tenant.enrol_token.expose())),
-    ] {
-        let answer = answer_to_unsent_body(&server, authorization.as_deref()).await;
-        assert!(
-            answer.starts_with("HTTP/1.1 401"),
-            "{authorization:?}: {answer}"
-        );
-        assert!(answer.contains("\"unauthorized\""), "{answer}");
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let unknown = muster_server::token::Token::generate(muster_server::token::TokenKind::Agent);
+        for authorization in [
+            None,
+            Some("Basic dXNlcjpwYXNz".to_owned()),
+            Some("Bearer garbage".to_owned()),
+            Some(format!("Bearer {}", unknown.expose())),
+            Some(format!("Bearer {}", tenant.enrol_token.expose())),
+        ] {
+            let answer = answer_to_unsent_body(&server, authorization.as_deref()).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 401"),
+                "{authorization:?}: {answer}"
+            );
+            assert!(answer.contains("\"unauthorized\""), "{answer}");
+        }
     }
 }
 
 #[tokio::test]
 async fn oversize_bodies_and_gzip_bombs_are_413() {
-    let limit = 128 * 1024;
-    let server = TestServer::start_with(Limits {
-        max_body_bytes: limit,
-    })
-    .await;
-    let tenant = server.tenant("acme").await;
-    let (_, token) = server
-        .register(
-            &tenant,
-            json!({"hostname": "h", "machine_id": null, "public_key": public_key(1)}),
+    for backend in backends() {
+        let limit = 128 * 1024;
+        let server = TestServer::start_with_on(
+            &backend,
+            Limits {
+                max_body_bytes: limit,
+            },
         )
         .await;
-    let url = server.url("/api/system/report");
+        let tenant = server.tenant("acme").await;
+        let (_, token) = server
+            .register(
+                &tenant,
+                json!({"hostname": "h", "machine_id": null, "public_key": public_key(1)}),
+            )
+            .await;
+        let url = server.url("/api/system/report");
 
-    // Declared too large.
-    let big = format!("{{\"hostname\": \"{}\"}}", "x".repeat(limit));
-    let answer = send(client().post(&url).bearer_auth(&token).body(big.clone())).await;
-    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+        // Declared too large.
+        let big = format!("{{\"hostname\": \"{}\"}}", "x".repeat(limit));
+        let answer = send(client().post(&url).bearer_auth(&token).body(big.clone())).await;
+        assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
-    // Too large without a declared length (chunked).
-    let answer = chunked_post(&server, &token, big.as_bytes()).await;
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("\"payload_too_large\""), "{answer}");
+        // Too large without a declared length (chunked).
+        let answer = chunked_post(&server, &token, big.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("\"payload_too_large\""), "{answer}");
 
-    // A gzip bomb: 100 MiB of spaces in ~100 KiB... kept under the limit compressed.
-    let bomb = gzip(&vec![b' '; 100 * 1024 * 1024]);
-    assert!(bomb.len() < limit, "{}", bomb.len());
-    let answer = send(
-        client()
-            .post(&url)
-            .bearer_auth(&token)
-            .header("content-encoding", "gzip")
-            .body(bomb),
-    )
-    .await;
-    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+        // A gzip bomb: 100 MiB of spaces in ~100 KiB... kept under the limit compressed.
+        let bomb = gzip(&vec![b' '; 100 * 1024 * 1024]);
+        assert!(bomb.len() < limit, "{}", bomb.len());
+        let answer = send(
+            client()
+                .post(&url)
+                .bearer_auth(&token)
+                .header("content-encoding", "gzip")
+                .body(bomb),
+        )
+        .await;
+        assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 
-    // Gzip within the limit is read.
-    let seed = json!({"hostname": "h", "cpu_info": "x", "system_metrics": {"cpu_usage": 1.0}});
-    let (status, body) = send(
-        client()
-            .post(&url)
-            .bearer_auth(&token)
-            .header("content-encoding", "gzip")
-            .header("content-type", "application/json")
-            .body(gzip(seed.to_string().as_bytes())),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+        // Gzip within the limit is read.
+        let seed = json!({"hostname": "h", "cpu_info": "x", "system_metrics": {"cpu_usage": 1.0}});
+        let (status, body) = send(
+            client()
+                .post(&url)
+                .bearer_auth(&token)
+                .header("content-encoding", "gzip")
+                .header("content-type", "application/json")
+                .body(gzip(seed.to_string().as_bytes())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
 }
 
 /// Posts `body` with `Transfer-Encoding: chunked` (no declared length); the raw answer.
@@ -139,88 +146,90 @@ async fn chunked_post(server: &TestServer, token: &str, body: &[u8]) -> String {
 
 #[tokio::test]
 async fn malformed_requests_get_json_errors() {
-    let server = TestServer::start().await;
-    let tenant = server.tenant("acme").await;
-    let (id, token) = server
-        .register(
-            &tenant,
-            json!({"hostname": "h", "machine_id": null, "public_key": public_key(1)}),
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let (id, token) = server
+            .register(
+                &tenant,
+                json!({"hostname": "h", "machine_id": null, "public_key": public_key(1)}),
+            )
+            .await;
+        let post = |path: &str, body: Vec<u8>| {
+            client()
+                .post(server.url(path))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body)
+        };
+        for path in [
+            "/api/system/report",
+            "/api/metrics/report",
+            "/api/agents/heartbeat",
+        ] {
+            for body in [&b""[..], b"{not json", b"{,}", b"\xff\xfe", b"nul"] {
+                let answer = send(post(path, body.to_vec())).await;
+                assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+            }
+            for body in [
+                json!({"agent_id": 5}),
+                json!([]),
+                json!({"mode": "sideways"}),
+                json!({"report_id": "x", "agent_id": id, "samples": "many"}),
+                json!({"mode": "full", "hash": "h", "report": {"worker_reports": "no"}}),
+            ] {
+                let answer = send(post(path, body.to_string().into_bytes())).await;
+                assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+            }
+        }
+        // Deeply nested JSON is refused, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let answer = send(post("/api/system/report", deep.into_bytes())).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+
+        let answer = send(
+            client()
+                .post(server.url("/api/system/report"))
+                .bearer_auth(&token)
+                .header("content-type", "text/plain")
+                .body("{}"),
         )
         .await;
-    let post = |path: &str, body: Vec<u8>| {
-        client()
-            .post(server.url(path))
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .body(body)
-    };
-    for path in [
-        "/api/system/report",
-        "/api/metrics/report",
-        "/api/agents/heartbeat",
-    ] {
-        for body in [&b""[..], b"{not json", b"{,}", b"\xff\xfe", b"nul"] {
-            let answer = send(post(path, body.to_vec())).await;
-            assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
-        }
-        for body in [
-            json!({"agent_id": 5}),
-            json!([]),
-            json!({"mode": "sideways"}),
-            json!({"report_id": "x", "agent_id": id, "samples": "many"}),
-            json!({"mode": "full", "hash": "h", "report": {"worker_reports": "no"}}),
-        ] {
-            let answer = send(post(path, body.to_string().into_bytes())).await;
-            assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-        }
+        assert_error(
+            &answer,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+        let answer = send(
+            client()
+                .post(server.url("/api/system/report"))
+                .bearer_auth(&token)
+                .header("content-encoding", "br")
+                .body("{}"),
+        )
+        .await;
+        assert_error(
+            &answer,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+        let answer = send(
+            client()
+                .post(server.url("/api/system/report"))
+                .bearer_auth(&token)
+                .header("content-encoding", "gzip")
+                .body("not gzip at all"),
+        )
+        .await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
+
+        let answer = send(client().get(server.url("/api/nowhere"))).await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+        let answer = send(client().get(server.url("/api/system/report"))).await;
+        assert_error(
+            &answer,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        );
     }
-    // Deeply nested JSON is refused, not a stack overflow.
-    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let answer = send(post("/api/system/report", deep.into_bytes())).await;
-    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
-
-    let answer = send(
-        client()
-            .post(server.url("/api/system/report"))
-            .bearer_auth(&token)
-            .header("content-type", "text/plain")
-            .body("{}"),
-    )
-    .await;
-    assert_error(
-        &answer,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    );
-    let answer = send(
-        client()
-            .post(server.url("/api/system/report"))
-            .bearer_auth(&token)
-            .header("content-encoding", "br")
-            .body("{}"),
-    )
-    .await;
-    assert_error(
-        &answer,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    );
-    let answer = send(
-        client()
-            .post(server.url("/api/system/report"))
-            .bearer_auth(&token)
-            .header("content-encoding", "gzip")
-            .body("not gzip at all"),
-    )
-    .await;
-    assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
-
-    let answer = send(client().get(server.url("/api/nowhere"))).await;
-    assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
-    let answer = send(client().get(server.url("/api/system/report"))).await;
-    assert_error(
-        &answer,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    );
 }

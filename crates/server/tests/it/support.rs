@@ -1,4 +1,8 @@
-//! A server on 127.0.0.1:0 with its database in a temporary directory, and a small client.
+//! A server on 127.0.0.1:0 over a fresh database, and a small client.
+//!
+//! Tests that start a server run once per [`backends`]: SQLite in a temporary directory always,
+//! and PostgreSQL when `MUSTER_TEST_DATABASE_URL` names a server where the tests may create
+//! databases (each server gets its own, dropped with it).
 
 use std::sync::Once;
 
@@ -7,25 +11,127 @@ use muster_server::store::Store;
 use muster_server::{Limits, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use tokio::sync::oneshot;
+
+/// The variable naming a PostgreSQL database the tests connect to in order to create and drop
+/// their own databases (`postgres://USER@HOST:PORT/DB`).
+const DATABASE_URL_VAR: &str = "MUSTER_TEST_DATABASE_URL";
+
+/// A database backend to run a test against.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// The admin url from `MUSTER_TEST_DATABASE_URL`.
+    Postgres(String),
+}
+
+/// The backends every server test runs on: SQLite, and PostgreSQL when its url is set.
+pub fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    if let Some(url) = std::env::var(DATABASE_URL_VAR)
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        backends.push(Backend::Postgres(url));
+    }
+    backends
+}
+
+/// A database made for one test server, dropped with it.
+enum TestDatabase {
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    /// Creates the database; returns it and the url the server opens.
+    async fn create(backend: &Backend) -> (TestDatabase, String) {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("muster.db").display());
+                (TestDatabase::Sqlite { _dir: dir }, url)
+            }
+            Backend::Postgres(admin_url) => {
+                let name = format!("muster_test_{}", uuid::Uuid::now_v7().simple());
+                let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+                // The name is ours: a fixed prefix and a UUID in hex.
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                admin.close().await.unwrap();
+                let url = with_database(admin_url, &name);
+                let database = TestDatabase::Postgres {
+                    admin_url: admin_url.clone(),
+                    name,
+                };
+                (database, url)
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let TestDatabase::Postgres { admin_url, name } = self else {
+            return;
+        };
+        let (admin_url, name) = (admin_url.clone(), name.clone());
+        // Drop runs inside the test's runtime, which cannot block on itself: a thread with its
+        // own runtime drops the database (FORCE ends the server's pooled connections).
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("dropping the test database: {dropped:?}");
+        }
+    }
+}
+
+/// `url` with its database (the path) replaced by `name`, keeping any `?query`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    format!("{}/{name}{query}", &base[..authority_end])
+}
 
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub store: Store,
-    /// Holds the database; removed when the server is dropped.
-    _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
+    /// Removed when the server is dropped (after `stop`, by field order).
+    _database: TestDatabase,
 }
 
 impl TestServer {
-    pub async fn start() -> TestServer {
-        TestServer::start_with(Limits::default()).await
+    pub async fn start_on(backend: &Backend) -> TestServer {
+        TestServer::start_with_on(backend, Limits::default()).await
     }
 
-    pub async fn start_with(limits: Limits) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let database_url = format!("sqlite://{}", dir.path().join("muster.db").display());
+    pub async fn start_with_on(backend: &Backend, limits: Limits) -> TestServer {
+        let (database, database_url) = TestDatabase::create(backend).await;
         let store = Store::open(&database_url).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -45,8 +151,8 @@ impl TestServer {
         TestServer {
             base,
             store,
-            _dir: dir,
             stop: Some(stop),
+            _database: database,
         }
     }
 
