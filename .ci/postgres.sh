@@ -6,6 +6,7 @@
 # 127.0.0.1 only with trust auth, and stops it and removes the directory on exit. Any failure
 # returns non-zero, which fails CI.
 
+# The port; 55432 keeps clear of a system cluster on 5432. Set MUSTER_PG_PORT if it is taken.
 pg_port="${MUSTER_PG_PORT:-55432}"
 
 pg_bindir() {
