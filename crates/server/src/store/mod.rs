@@ -202,6 +202,21 @@ enum Backend {
     Postgres(sqlx::PgPool),
 }
 
+/// The schema's migrations (`crates/server/migrations/`, sqlx's default place), one set for
+/// both backends, applied at open.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Runs the statement function `f` of whichever backend the store has: both backends compile
+/// the same `statements.rs`, so every method is the same call on either.
+macro_rules! on_backend {
+    ($store:expr, $f:ident($($arg:expr),*)) => {
+        match &$store.backend {
+            Backend::Sqlite(pool) => sqlite::$f(pool, $($arg),*).await,
+            Backend::Postgres(pool) => postgres::$f(pool, $($arg),*).await,
+        }
+    };
+}
+
 /// The default database: a SQLite file in `./muster-data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://muster-data/muster.db";
 
@@ -220,10 +235,7 @@ impl Store {
 
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::ping(pool).await,
-            Backend::Postgres(pool) => postgres::ping(pool).await,
-        }
+        on_backend!(self, ping())
     }
 
     /// Closes the pool, waiting for connections in use to come back.
@@ -240,27 +252,18 @@ impl Store {
         tenant: &Tenant,
         tokens: &[NewToken],
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::create_tenant(pool, tenant, tokens).await,
-            Backend::Postgres(pool) => postgres::create_tenant(pool, tenant, tokens).await,
-        }
+        on_backend!(self, create_tenant(tenant, tokens))
     }
 
     /// Every tenant (an operator's view, not a tenant's).
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::list_tenants(pool).await,
-            Backend::Postgres(pool) => postgres::list_tenants(pool).await,
-        }
+        on_backend!(self, list_tenants())
     }
 
     /// The token whose hash is `hash`, whatever its state; the caller checks kind, expiry and
     /// revocation.
     pub async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::find_token(pool, hash).await,
-            Backend::Postgres(pool) => postgres::find_token(pool, hash).await,
-        }
+        on_backend!(self, find_token(hash))
     }
 
     /// Registers an agent, or finds it again by its identity, and gives it `token` (revoking
@@ -273,14 +276,7 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> Result<(String, bool), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => {
-                sqlite::register_agent(pool, tenant_id, agent, token_hash, now).await
-            }
-            Backend::Postgres(pool) => {
-                postgres::register_agent(pool, tenant_id, agent, token_hash, now).await
-            }
-        }
+        on_backend!(self, register_agent(tenant_id, agent, token_hash, now))
     }
 
     /// Records a heartbeat: last seen, version and health.
@@ -292,14 +288,10 @@ impl Store {
         agent_version: &str,
         health: &str,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => {
-                sqlite::heartbeat(pool, tenant_id, agent_id, now, agent_version, health).await
-            }
-            Backend::Postgres(pool) => {
-                postgres::heartbeat(pool, tenant_id, agent_id, now, agent_version, health).await
-            }
-        }
+        on_backend!(
+            self,
+            heartbeat(tenant_id, agent_id, now, agent_version, health)
+        )
     }
 
     /// Ingests an inventory report once per report id. Within one transaction: records the
@@ -315,12 +307,7 @@ impl Store {
     where
         F: FnOnce(Option<StoredInventory>) -> Result<Option<NewInventory>, StoreError> + Send,
     {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::ingest_inventory(pool, meta, samples, update).await,
-            Backend::Postgres(pool) => {
-                postgres::ingest_inventory(pool, meta, samples, update).await
-            }
-        }
+        on_backend!(self, ingest_inventory(meta, samples, update))
     }
 
     /// Ingests telemetry samples once per report id.
@@ -329,10 +316,7 @@ impl Store {
         meta: &ReportMeta,
         samples: &[MetricsRow],
     ) -> Result<Ingested, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::ingest_metrics(pool, meta, samples).await,
-            Backend::Postgres(pool) => postgres::ingest_metrics(pool, meta, samples).await,
-        }
+        on_backend!(self, ingest_metrics(meta, samples))
     }
 
     pub async fn agent(
@@ -340,17 +324,11 @@ impl Store {
         tenant_id: &str,
         agent_id: &str,
     ) -> Result<Option<AgentRecord>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::agent(pool, tenant_id, agent_id).await,
-            Backend::Postgres(pool) => postgres::agent(pool, tenant_id, agent_id).await,
-        }
+        on_backend!(self, agent(tenant_id, agent_id))
     }
 
     pub async fn list_agents(&self, tenant_id: &str) -> Result<Vec<AgentRecord>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::list_agents(pool, tenant_id).await,
-            Backend::Postgres(pool) => postgres::list_agents(pool, tenant_id).await,
-        }
+        on_backend!(self, list_agents(tenant_id))
     }
 
     pub async fn inventory(
@@ -358,10 +336,7 @@ impl Store {
         tenant_id: &str,
         agent_id: &str,
     ) -> Result<Option<StoredInventory>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::inventory(pool, tenant_id, agent_id).await,
-            Backend::Postgres(pool) => postgres::inventory(pool, tenant_id, agent_id).await,
-        }
+        on_backend!(self, inventory(tenant_id, agent_id))
     }
 
     /// Samples taken in `[from, to)`, oldest first.
@@ -372,17 +347,11 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<MetricsRow>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::metrics(pool, tenant_id, agent_id, from, to).await,
-            Backend::Postgres(pool) => postgres::metrics(pool, tenant_id, agent_id, from, to).await,
-        }
+        on_backend!(self, metrics(tenant_id, agent_id, from, to))
     }
 
     /// How many reports of the agent are stored (each report id once).
     pub async fn report_count(&self, tenant_id: &str, agent_id: &str) -> Result<i64, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(pool) => sqlite::report_count(pool, tenant_id, agent_id).await,
-            Backend::Postgres(pool) => postgres::report_count(pool, tenant_id, agent_id).await,
-        }
+        on_backend!(self, report_count(tenant_id, agent_id))
     }
 }

@@ -1,8 +1,8 @@
--- Muster's schema on PostgreSQL: the same tables as `migrations/sqlite/0001_init.sql`, kept
--- column for column alike so both backends run the same statements. Ids are TEXT UUIDv7, times
--- are BIGINT unix seconds, JSON is TEXT, hashes are lowercase hex TEXT. Every row below
--- `tenants` carries its tenant, and the composite foreign keys make a row of one tenant unable
--- to point at another tenant's agent.
+-- Muster's schema, one file for SQLite and PostgreSQL alike (both run it as written, and both
+-- backends run the same statements over it): ids are TEXT UUIDv7, times are BIGINT unix
+-- seconds, JSON is TEXT, hashes are lowercase hex TEXT. A later migration that needs
+-- dialect-specific SQL splits this directory per backend. Every row below `tenants` carries its tenant, and the composite
+-- foreign keys make a row of one tenant unable to point at another tenant's agent.
 
 CREATE TABLE tenants (
     id          TEXT PRIMARY KEY,

@@ -1,0 +1,435 @@
+//! The statements, shared by both backends: this file is compiled once inside `sqlite.rs` and
+//! once inside `postgres.rs`, each of which names its own `Pool` and `Conn` types. The SQL is
+//! written once, in the dialect both accept (`$n` placeholders, `ON CONFLICT`, `RETURNING`).
+
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{Conn, Pool};
+use crate::store::{
+    AgentRecord, AgentRegistration, Ingested, MetricsRow, NewInventory, NewToken, ReportMeta,
+    StoreError, StoredInventory, Tenant, TokenRecord,
+};
+use crate::token::TokenKind;
+
+pub(in crate::store) async fn ping(pool: &Pool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+pub(in crate::store) async fn create_tenant(
+    pool: &Pool,
+    tenant: &Tenant,
+    tokens: &[NewToken],
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(&tenant.id)
+    .bind(&tenant.name)
+    .bind(tenant.created_at)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!(
+            "a tenant named `{}` exists",
+            tenant.name
+        )));
+    }
+    for token in tokens {
+        insert_token(&mut tx, &tenant.id, token, tenant.created_at).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_token(
+    tx: &mut Conn,
+    tenant_id: &str,
+    token: &NewToken,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tokens (id, tenant_id, kind, hash, agent_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&token.id)
+    .bind(tenant_id)
+    .bind(token.kind.as_str())
+    .bind(&token.hash)
+    .bind(&token.agent_id)
+    .bind(now)
+    .bind(token.expires_at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub(in crate::store) async fn list_tenants(pool: &Pool) -> Result<Vec<Tenant>, StoreError> {
+    let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY created_at, name")
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(Tenant {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+pub(in crate::store) async fn find_token(
+    pool: &Pool,
+    hash: &str,
+) -> Result<Option<TokenRecord>, StoreError> {
+    let Some(row) = sqlx::query(
+        "SELECT id, tenant_id, kind, hash, agent_id, expires_at, revoked_at \
+         FROM tokens WHERE hash = $1",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let kind: String = row.try_get("kind")?;
+    Ok(Some(TokenRecord {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        kind: TokenKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("token kind `{kind}`")))?,
+        hash: row.try_get("hash")?,
+        agent_id: row.try_get("agent_id")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    }))
+}
+
+pub(in crate::store) async fn register_agent(
+    pool: &Pool,
+    tenant_id: &str,
+    agent: &AgentRegistration,
+    token_hash: &str,
+    now: i64,
+) -> Result<(String, bool), StoreError> {
+    let new_id = Uuid::now_v7().to_string();
+    let mut tx = pool.begin().await?;
+    // The upsert is the transaction's first statement, so SQLite takes the write lock at once.
+    let agent_id: String = sqlx::query_scalar(
+        "INSERT INTO agents (id, tenant_id, identity, public_key, machine_id, hostname, platform, \
+             os_name, os_version, arch, agent_version, created_at, last_seen) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+         ON CONFLICT (tenant_id, identity) DO UPDATE SET \
+             machine_id = excluded.machine_id, hostname = excluded.hostname, \
+             platform = excluded.platform, os_name = excluded.os_name, \
+             os_version = excluded.os_version, arch = excluded.arch, \
+             agent_version = excluded.agent_version, last_seen = excluded.last_seen \
+         RETURNING id",
+    )
+    .bind(&new_id)
+    .bind(tenant_id)
+    .bind(&agent.identity)
+    .bind(&agent.public_key)
+    .bind(&agent.machine_id)
+    .bind(&agent.hostname)
+    .bind(&agent.platform)
+    .bind(&agent.os_name)
+    .bind(&agent.os_version)
+    .bind(&agent.arch)
+    .bind(&agent.agent_version)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE tokens SET revoked_at = $1 \
+         WHERE tenant_id = $2 AND agent_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(tenant_id)
+    .bind(&agent_id)
+    .execute(&mut *tx)
+    .await?;
+    let token = NewToken::new(
+        TokenKind::Agent,
+        token_hash.to_owned(),
+        Some(agent_id.clone()),
+    );
+    insert_token(&mut tx, tenant_id, &token, now).await?;
+    tx.commit().await?;
+    let created = agent_id == new_id;
+    Ok((agent_id, created))
+}
+
+pub(in crate::store) async fn heartbeat(
+    pool: &Pool,
+    tenant_id: &str,
+    agent_id: &str,
+    now: i64,
+    agent_version: &str,
+    health: &str,
+) -> Result<(), StoreError> {
+    let updated = sqlx::query(
+        "UPDATE agents SET last_seen = $1, agent_version = $2, health = $3 \
+         WHERE tenant_id = $4 AND id = $5",
+    )
+    .bind(now)
+    .bind(agent_version)
+    .bind(health)
+    .bind(tenant_id)
+    .bind(agent_id)
+    .execute(pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound("agent"));
+    }
+    Ok(())
+}
+
+/// Records the report id; `false` when it was stored before by this agent. A report id stored
+/// by anyone else is a conflict, not a duplicate.
+async fn record_report(tx: &mut Conn, meta: &ReportMeta) -> Result<bool, StoreError> {
+    let report_id = meta.report_id.to_string();
+    let inserted = sqlx::query(
+        "INSERT INTO reports (report_id, tenant_id, agent_id, kind, received_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (report_id) DO NOTHING",
+    )
+    .bind(&report_id)
+    .bind(&meta.tenant_id)
+    .bind(&meta.agent_id)
+    .bind(meta.kind.as_str())
+    .bind(meta.received_at)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(true);
+    }
+    // Only whether a row exists: the row itself is not decoded, because `SELECT 1` is an
+    // INT4 on PostgreSQL and an INTEGER (i64) on SQLite.
+    let ours = sqlx::query(
+        "SELECT 1 FROM reports WHERE report_id = $1 AND tenant_id = $2 AND agent_id = $3",
+    )
+    .bind(&report_id)
+    .bind(&meta.tenant_id)
+    .bind(&meta.agent_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match ours {
+        Some(_) => Ok(false),
+        None => Err(StoreError::Conflict(format!(
+            "report id {report_id} is already in use"
+        ))),
+    }
+}
+
+async fn insert_samples(
+    tx: &mut Conn,
+    meta: &ReportMeta,
+    samples: &[MetricsRow],
+) -> Result<(), StoreError> {
+    let report_id = meta.report_id.to_string();
+    for sample in samples {
+        sqlx::query(
+            "INSERT INTO metrics (tenant_id, agent_id, report_id, sampled_at, cpu_usage, \
+                 memory_usage, disk_usage, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&meta.tenant_id)
+        .bind(&meta.agent_id)
+        .bind(&report_id)
+        .bind(sample.sampled_at)
+        .bind(sample.cpu_usage)
+        .bind(sample.memory_usage)
+        .bind(sample.disk_usage)
+        .bind(&sample.data)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn inventory_in(
+    conn: &mut Conn,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Option<StoredInventory>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT hash, report, report_id, updated_at FROM inventory \
+         WHERE tenant_id = $1 AND agent_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+async fn current_hash(
+    conn: &mut Conn,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT hash FROM inventory WHERE tenant_id = $1 AND agent_id = $2")
+            .bind(tenant_id)
+            .bind(agent_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+pub(in crate::store) async fn ingest_inventory<F>(
+    pool: &Pool,
+    meta: &ReportMeta,
+    samples: &[MetricsRow],
+    update: F,
+) -> Result<Ingested, StoreError>
+where
+    F: FnOnce(Option<StoredInventory>) -> Result<Option<NewInventory>, StoreError> + Send,
+{
+    let mut tx = pool.begin().await?;
+    if !record_report(&mut tx, meta).await? {
+        let hash = current_hash(&mut tx, &meta.tenant_id, &meta.agent_id).await?;
+        tx.rollback().await?;
+        return Ok(Ingested {
+            duplicate: true,
+            hash,
+        });
+    }
+    let stored = inventory_in(&mut tx, &meta.tenant_id, &meta.agent_id).await?;
+    let held = stored.as_ref().map(|s| s.hash.clone());
+    // An `Err` drops the transaction, which rolls the report's record back too.
+    let hash = match update(stored)? {
+        Some(new) => {
+            sqlx::query(
+                "INSERT INTO inventory (agent_id, tenant_id, hash, report, report_id, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (agent_id) DO UPDATE SET hash = excluded.hash, \
+                     report = excluded.report, report_id = excluded.report_id, \
+                     updated_at = excluded.updated_at",
+            )
+            .bind(&meta.agent_id)
+            .bind(&meta.tenant_id)
+            .bind(&new.hash)
+            .bind(&new.report)
+            .bind(meta.report_id.to_string())
+            .bind(meta.received_at)
+            .execute(&mut *tx)
+            .await?;
+            Some(new.hash)
+        }
+        None => {
+            sqlx::query(
+                "UPDATE inventory SET updated_at = $1 WHERE tenant_id = $2 AND agent_id = $3",
+            )
+            .bind(meta.received_at)
+            .bind(&meta.tenant_id)
+            .bind(&meta.agent_id)
+            .execute(&mut *tx)
+            .await?;
+            held
+        }
+    };
+    insert_samples(&mut tx, meta, samples).await?;
+    tx.commit().await?;
+    Ok(Ingested {
+        duplicate: false,
+        hash,
+    })
+}
+
+pub(in crate::store) async fn ingest_metrics(
+    pool: &Pool,
+    meta: &ReportMeta,
+    samples: &[MetricsRow],
+) -> Result<Ingested, StoreError> {
+    let mut tx = pool.begin().await?;
+    if !record_report(&mut tx, meta).await? {
+        tx.rollback().await?;
+        return Ok(Ingested {
+            duplicate: true,
+            hash: None,
+        });
+    }
+    insert_samples(&mut tx, meta, samples).await?;
+    tx.commit().await?;
+    Ok(Ingested {
+        duplicate: false,
+        hash: None,
+    })
+}
+
+pub(in crate::store) async fn agent(
+    pool: &Pool,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Option<AgentRecord>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, tenant_id, identity, public_key, machine_id, hostname, platform, \
+             os_name, os_version, arch, agent_version, created_at, last_seen, health \
+         FROM agents WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(in crate::store) async fn list_agents(
+    pool: &Pool,
+    tenant_id: &str,
+) -> Result<Vec<AgentRecord>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, tenant_id, identity, public_key, machine_id, hostname, platform, \
+             os_name, os_version, arch, agent_version, created_at, last_seen, health \
+         FROM agents WHERE tenant_id = $1 ORDER BY hostname, id",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(in crate::store) async fn inventory(
+    pool: &Pool,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<Option<StoredInventory>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    inventory_in(&mut conn, tenant_id, agent_id).await
+}
+
+pub(in crate::store) async fn metrics(
+    pool: &Pool,
+    tenant_id: &str,
+    agent_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<MetricsRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT sampled_at, cpu_usage, memory_usage, disk_usage, data FROM metrics \
+         WHERE tenant_id = $1 AND agent_id = $2 AND sampled_at >= $3 AND sampled_at < $4 \
+         ORDER BY sampled_at",
+    )
+    .bind(tenant_id)
+    .bind(agent_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(in crate::store) async fn report_count(
+    pool: &Pool,
+    tenant_id: &str,
+    agent_id: &str,
+) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM reports WHERE tenant_id = $1 AND agent_id = $2")
+            .bind(tenant_id)
+            .bind(agent_id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
