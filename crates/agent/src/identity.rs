@@ -9,7 +9,7 @@
 //! - `enrolment.json`: agent id, agent token, the tenant's command-signing key, and the server
 //!   URL it was issued for (an agent pointed at another server enrols again).
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -126,34 +126,9 @@ impl Enrolment {
     }
 }
 
-/// Writes `bytes` to `path` readable and writable by the owner only: a temporary file in the
-/// same directory, synced, then renamed over `path`, so a crash leaves the old or the new
-/// file, never half of one.
+/// Writes `bytes` to `path` readable and writable by the owner only, atomically.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    // A fixed name (one agent per state directory), so a temporary file left by a kill is
-    // overwritten by the next write rather than accumulating.
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        #[cfg(unix)]
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic::write(path, bytes, Some(0o600))
 }
 
 /// The token is stored in the file (that is the point of the file) but never printed.

@@ -1,5 +1,6 @@
 //! The Muster agent as a library: everything `main.rs` calls, so tests can reach it.
 
+pub mod atomic;
 pub mod cli;
 pub mod client;
 pub mod config;

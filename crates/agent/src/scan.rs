@@ -1,7 +1,6 @@
 //! `muster-agent scan`: one inventory of this machine, as JSON or as a summary.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ pub fn run(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     let report = muster_collect::scan(&options(args));
     let json = to_json(&report, args.pretty)?;
     match &args.output {
-        Some(path) => write_atomically(path, json.as_bytes())
+        Some(path) => crate::atomic::write(path, json.as_bytes(), None)
             .with_context(|| format!("writing {}", path.display()))?,
         None if !args.summary => write_stdout(json.as_bytes())?,
         None => {}
@@ -60,29 +59,4 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to standard output"),
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so
-/// a reader never sees half a report.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or(std::io::ErrorKind::InvalidInput)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -7,7 +7,7 @@
 //! healthy.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -123,40 +123,10 @@ impl Outcome {
 /// Replaces `<state_dir>/status.json` atomically (temp file, fsync, rename), mode 0644 so any
 /// user can run `status`; a reader sees the old or the new file, never half of one.
 pub fn write(state_dir: &Path, status: &Status) -> io::Result<()> {
-    let path = state_dir.join(STATUS_FILE);
-    // A fixed name: a temporary file left by a kill is overwritten by the next write.
-    let temp = state_dir.join(format!(".{STATUS_FILE}.tmp"));
     let mut json = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     json.push(b'\n');
-    let result = (|| {
-        let mut file = create_readable(&temp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
-
-#[cfg(unix)]
-fn create_readable(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(path)?;
-    // The daemon's umask (027) would hide it from the users `status` is for.
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    Ok(file)
-}
-
-#[cfg(not(unix))]
-fn create_readable(path: &Path) -> io::Result<File> {
-    File::create(path)
+    // Every user may read it: the daemon's umask (027) would hide it from `status`.
+    crate::atomic::write(&state_dir.join(STATUS_FILE), &json, Some(0o644))
 }
 
 /// Reads `<state_dir>/status.json`; `None` when there is none (the agent never ran here).
