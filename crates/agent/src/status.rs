@@ -120,13 +120,14 @@ impl Outcome {
     }
 }
 
-/// Replaces `<state_dir>/status.json` atomically (temp file, fsync, rename), mode 0644 so any
-/// user can run `status`; a reader sees the old or the new file, never half of one.
+/// Replaces `<state_dir>/status.json` atomically (temp file, rename; not fsynced), mode 0644 so
+/// any user can run `status`; a reader sees the old or the new file, never half of one.
 pub fn write(state_dir: &Path, status: &Status) -> io::Result<()> {
     let mut json = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     json.push(b'\n');
-    // Every user may read it: the daemon's umask (027) would hide it from `status`.
-    crate::atomic::write(&state_dir.join(STATUS_FILE), &json, Some(0o644))
+    // Every user may read it: the daemon's umask (027) would hide it from `status`. Not
+    // synced: it is rewritten after every job, and a stale one after a crash is harmless.
+    crate::atomic::write_unsynced(&state_dir.join(STATUS_FILE), &json, Some(0o644))
 }
 
 /// Reads `<state_dir>/status.json`; `None` when there is none (the agent never ran here).
