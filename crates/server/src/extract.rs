@@ -57,6 +57,26 @@ impl FromRequestParts<AppState> for EnrolCaller {
     }
 }
 
+/// A holder of a tenant's admin token: the admin API and the dashboard.
+#[derive(Debug, Clone)]
+pub struct AdminCaller {
+    pub tenant_id: String,
+    /// The admin token's own id (a token may not revoke itself by accident of a list).
+    pub token_id: String,
+}
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let record = authenticate(parts, state, TokenKind::Admin).await?;
+        Ok(AdminCaller {
+            tenant_id: record.tenant_id,
+            token_id: record.id,
+        })
+    }
+}
+
 /// The live token of `kind` in the `Authorization: Bearer` header. Every failure is the same
 /// 401, so a caller learns nothing about which tokens exist.
 async fn authenticate(

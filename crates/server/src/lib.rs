@@ -5,12 +5,15 @@
 //! (`main.rs`) only parses arguments ([`cli`]) and calls in here.
 
 pub mod admin;
+pub mod admin_api;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod ingest;
+pub mod ops;
 pub mod store;
 pub mod token;
 
@@ -52,7 +55,9 @@ pub enum ServerError {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .nest("/api/admin", admin_api::router())
         .nest("/api", api::router())
+        .merge(dashboard::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -217,6 +217,11 @@ macro_rules! on_backend {
     };
 }
 
+mod admin;
+mod dashboard;
+mod inventory;
+mod ops;
+
 /// The default database: a SQLite file in `./muster-data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://muster-data/muster.db";
 

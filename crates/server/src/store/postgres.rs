@@ -9,7 +9,7 @@ use super::StoreError;
 /// The statements (`statements.rs`), compiled for this backend's types. Both backends include
 /// the file on purpose: one source of SQL, two sets of sqlx types.
 #[allow(clippy::duplicate_mod)]
-#[path = "statements.rs"]
+#[path = "statements/mod.rs"]
 mod statements;
 pub(super) use statements::*;
 

@@ -1,6 +1,17 @@
-//! The statements, shared by both backends: this file is compiled once inside `sqlite.rs` and
-//! once inside `postgres.rs`, each of which names its own `Pool` and `Conn` types. The SQL is
+//! The statements, shared by both backends: this directory is compiled once inside `sqlite.rs`
+//! and once inside `postgres.rs`, each of which names its own `Pool` and `Conn` types. This file
+//! holds tenants, tokens, registration and ingestion; each submodule one area of the store. The SQL is
 //! written once, in the dialect both accept (`$n` placeholders, `ON CONFLICT`, `RETURNING`).
+
+mod admin;
+mod dashboard;
+mod inventory;
+mod ops;
+
+pub(in crate::store) use admin::*;
+pub(in crate::store) use dashboard::*;
+pub(in crate::store) use inventory::*;
+pub(in crate::store) use ops::*;
 
 use sqlx::Row;
 use uuid::Uuid;

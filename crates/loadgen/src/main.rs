@@ -1,0 +1,3 @@
+//! `muster-loadgen`: simulates N agents against a Muster server.
+
+fn main() {}

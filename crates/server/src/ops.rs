@@ -1,0 +1,1 @@
+//! Operations: Prometheus metrics, per-agent rate limits, the periodic jobs.

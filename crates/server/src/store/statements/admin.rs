@@ -1,0 +1,1 @@
+//! Admin reads and writes: tokens, agent listings, alerts.

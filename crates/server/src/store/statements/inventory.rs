@@ -1,0 +1,1 @@
+//! Inventory history and the fleet-wide software index.

@@ -1,0 +1,1 @@
+//! Operations: retention, online counts.
