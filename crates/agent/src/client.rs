@@ -604,10 +604,9 @@ fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     if let Some(inner) = e
         .downcast_ref::<std::io::Error>()
         .and_then(|io| io.get_ref())
+        && is_certificate_error(inner)
     {
-        if is_certificate_error(inner) {
-            return true;
-        }
+        return true;
     }
     e.source().is_some_and(is_certificate_error)
 }

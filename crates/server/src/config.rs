@@ -1,6 +1,15 @@
 //! The server's configuration, passed explicitly to [`crate::run`].
+//!
+//! Three layers, highest first: command-line flags, the TOML file given with `--config`, and
+//! the defaults here. The file rejects unknown sections and keys, so a typo is an error at start
+//! rather than a setting silently ignored. `docs/SERVER.md` lists every key.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::store::DEFAULT_DATABASE_URL;
 
@@ -16,9 +25,12 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub struct ServerConfig {
     /// Where to listen (the caller binds; see [`crate::run`]).
     pub listen: SocketAddr,
-    /// `sqlite://PATH` (created if missing), or a bare path.
+    /// Where `/metrics` is served instead of on `listen`, if set.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `sqlite://PATH` (created if missing), a bare path, or `postgres://...`.
     pub database_url: String,
     pub limits: Limits,
+    pub retention: Retention,
 }
 
 /// Bounds on what a request may cost.
@@ -26,12 +38,43 @@ pub struct ServerConfig {
 pub struct Limits {
     /// Largest request body in bytes, as sent and after gzip decompression; larger is 413.
     pub max_body_bytes: usize,
+    /// Requests one agent may make per minute, sustained; beyond it the answer is 429 with
+    /// `Retry-After`. `None` turns the limit off.
+    pub agent_requests_per_minute: Option<NonZeroU32>,
+    /// Requests one agent may make at once after a quiet spell (a spool being emptied).
+    pub agent_burst: NonZeroU32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            agent_requests_per_minute: NonZeroU32::new(120),
+            agent_burst: NonZeroU32::new(60).expect("non-zero"),
+        }
+    }
+}
+
+/// How long stored data is kept, and how often the clean-up runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Telemetry samples older than this are deleted.
+    pub metrics: Duration,
+    /// Report records (what makes ingestion idempotent) older than this are deleted; a retry
+    /// of a report older than this would be stored again.
+    pub reports: Duration,
+    /// Time between two clean-ups.
+    pub interval: Duration,
+}
+
+const DAY: u64 = 24 * 60 * 60;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            metrics: Duration::from_secs(30 * DAY),
+            reports: Duration::from_secs(30 * DAY),
+            interval: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -40,8 +83,191 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
+            metrics_listen: None,
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             limits: Limits::default(),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// Why the configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The file as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    server: ServerSection,
+    limits: LimitsSection,
+    retention: RetentionSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LimitsSection {
+    max_body_bytes: Option<u64>,
+    /// 0 turns the limit off.
+    agent_requests_per_minute: Option<u32>,
+    agent_burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RetentionSection {
+    metrics_days: Option<u32>,
+    reports_days: Option<u32>,
+    interval_s: Option<u64>,
+}
+
+/// The smallest and largest accepted body limit: 1 KiB to 1 GiB.
+const BODY_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1024..=1024 * 1024 * 1024;
+
+impl ServerConfig {
+    /// The defaults with the file at `path` applied.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        ServerConfig::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// The defaults with the TOML `text` applied; the error names the key and the reason.
+    pub fn parse(text: &str) -> Result<ServerConfig, String> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut config = ServerConfig::default();
+        if let Some(listen) = file.server.listen {
+            config.listen = listen;
+        }
+        config.metrics_listen = file.server.metrics_listen;
+        if let Some(url) = file.server.database_url {
+            if url.trim().is_empty() {
+                return Err("[server] database_url: must not be empty".into());
+            }
+            config.database_url = url;
+        }
+        if let Some(bytes) = file.limits.max_body_bytes {
+            if !BODY_LIMIT_RANGE.contains(&bytes) {
+                return Err(format!(
+                    "[limits] max_body_bytes: must be from {} to {}, got {bytes}",
+                    BODY_LIMIT_RANGE.start(),
+                    BODY_LIMIT_RANGE.end()
+                ));
+            }
+            config.limits.max_body_bytes = bytes as usize;
+        }
+        if let Some(rate) = file.limits.agent_requests_per_minute {
+            config.limits.agent_requests_per_minute = NonZeroU32::new(rate);
+        }
+        if let Some(burst) = file.limits.agent_burst {
+            config.limits.agent_burst =
+                NonZeroU32::new(burst).ok_or("[limits] agent_burst: must be at least 1, got 0")?;
+        }
+        let days = |key: &str, value: u32| {
+            if (1..=36_500).contains(&value) {
+                Ok(Duration::from_secs(u64::from(value) * DAY))
+            } else {
+                Err(format!(
+                    "[retention] {key}: must be from 1 to 36500 days, got {value}"
+                ))
+            }
+        };
+        if let Some(d) = file.retention.metrics_days {
+            config.retention.metrics = days("metrics_days", d)?;
+        }
+        if let Some(d) = file.retention.reports_days {
+            config.retention.reports = days("reports_days", d)?;
+        }
+        if let Some(s) = file.retention.interval_s {
+            if !(60..=7 * DAY).contains(&s) {
+                return Err(format!(
+                    "[retention] interval_s: must be from 60 to {} seconds, got {s}",
+                    7 * DAY
+                ));
+            }
+            config.retention.interval = Duration::from_secs(s);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let config = ServerConfig::parse("").unwrap();
+        assert_eq!(config.listen, ServerConfig::default().listen);
+        assert_eq!(config.retention, Retention::default());
+        assert_eq!(config.limits.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = ServerConfig::parse(
+            r#"
+            [server]
+            listen = "0.0.0.0:8080"
+            metrics_listen = "127.0.0.1:9464"
+            database_url = "postgres://muster@db/muster"
+            [limits]
+            max_body_bytes = 2048
+            agent_requests_per_minute = 0
+            agent_burst = 5
+            [retention]
+            metrics_days = 7
+            reports_days = 2
+            interval_s = 600
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.metrics_listen.unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(config.database_url, "postgres://muster@db/muster");
+        assert_eq!(config.limits.max_body_bytes, 2048);
+        assert_eq!(config.limits.agent_requests_per_minute, None);
+        assert_eq!(config.limits.agent_burst.get(), 5);
+        assert_eq!(config.retention.metrics, Duration::from_secs(7 * DAY));
+        assert_eq!(config.retention.reports, Duration::from_secs(2 * DAY));
+        assert_eq!(config.retention.interval, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        for (text, expected) in [
+            ("[server]\nlisen = \"x\"", "unknown field `lisen`"),
+            ("[serverx]", "unknown field `serverx`"),
+            ("[server]\nlisten = \"nowhere\"", "invalid socket address"),
+            ("[limits]\nmax_body_bytes = 10", "[limits] max_body_bytes"),
+            ("[limits]\nagent_burst = 0", "[limits] agent_burst"),
+            ("[retention]\nmetrics_days = 0", "[retention] metrics_days"),
+            ("[retention]\ninterval_s = 1", "[retention] interval_s"),
+            ("[server]\ndatabase_url = \" \"", "[server] database_url"),
+        ] {
+            let error = ServerConfig::parse(text).unwrap_err();
+            assert!(error.contains(expected), "{text:?}: {error}");
         }
     }
 }

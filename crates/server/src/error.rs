@@ -35,6 +35,9 @@ pub enum ApiError {
     /// JSON of the wrong shape, or values out of bounds (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The agent is over its rate limit (429, with `Retry-After`).
+    #[error("too many requests; retry in {retry_after_s} s")]
+    TooManyRequests { retry_after_s: u64 },
     /// The database is overloaded or down (503, with `Retry-After`).
     #[error("{0}")]
     Unavailable(String),
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unprocessable(_) => "invalid_request",
+            ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -107,6 +112,11 @@ impl IntoResponse for ApiError {
         };
         let body = muster_proto::api::ApiError::new(self.code(), message);
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after_s } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

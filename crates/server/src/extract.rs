@@ -39,6 +39,7 @@ impl FromRequestParts<AppState> for AgentCaller {
         let agent_id = record
             .agent_id
             .ok_or(ApiError::Unauthorized("invalid token"))?;
+        state.ops.check_agent_rate(&agent_id)?;
         Ok(AgentCaller {
             tenant_id: record.tenant_id,
             agent_id,

@@ -371,13 +371,12 @@ mod tests {
         /// panic, and what is read survives the store's JSON round trip.
         #[test]
         fn any_seed_report_is_read_or_refused(value in json()) {
-            if let Value::Object(map) = value {
-                if let Ok((report, _)) = seed_report(&map, "a", Timestamp::UNIX_EPOCH) {
+            if let Value::Object(map) = value
+                && let Ok((report, _)) = seed_report(&map, "a", Timestamp::UNIX_EPOCH) {
                     let text = serde_json::to_string(&report).unwrap();
                     let back: DaemonReport = serde_json::from_str(&text).unwrap();
                     proptest::prop_assert_eq!(inventory_hash(&back), inventory_hash(&report));
                 }
-            }
         }
 
         /// `removed` comes from the agent: any text is harmless.

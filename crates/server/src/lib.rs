@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod ingest;
@@ -18,6 +19,7 @@ pub mod store;
 pub mod token;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -28,6 +30,7 @@ use tracing::info;
 
 pub use config::{Limits, ServerConfig};
 use error::ApiError;
+use ops::Ops;
 use store::{Store, StoreError};
 
 /// What every handler shares. Cheap to clone.
@@ -35,11 +38,14 @@ use store::{Store, StoreError};
 pub struct AppState {
     pub store: Store,
     pub limits: Limits,
+    /// Counters and the rate limiter.
+    pub ops: Arc<Ops>,
 }
 
 impl AppState {
     pub fn new(store: Store, limits: Limits) -> AppState {
-        AppState { store, limits }
+        let ops = Arc::new(Ops::new(&limits));
+        AppState { store, limits, ops }
     }
 }
 
@@ -52,35 +58,94 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The whole HTTP surface, with `/metrics` on it unless `with_metrics` is false (it is then
+/// served on its own listener, see [`metrics_router`]).
+pub fn router(state: AppState, with_metrics: bool) -> Router {
+    let mut router = Router::new()
         .nest("/api/admin", admin_api::router())
         .nest("/api", api::router())
         .merge(dashboard::router())
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router = router.route("/metrics", get(ops::metrics));
+    }
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::track,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-/// Opens the store (applying migrations), then serves on `listener` until `shutdown`
-/// completes; requests in flight are finished, then the database is closed.
+/// `/metrics` alone, for a separate listen address.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Opens the store (applying migrations), then serves on `listener` (and `/metrics` on
+/// `metrics_listener` if given) until `shutdown` completes; requests in flight are finished,
+/// then the database is closed. The retention job runs beside it.
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    run_with_metrics(config, listener, None, shutdown).await
+}
+
+/// [`run`], with `/metrics` served on `metrics_listener` instead of the main listener when
+/// one is given.
+pub async fn run_with_metrics(
+    config: ServerConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let store = Store::open(&config.database_url).await?;
     let address = listener.local_addr()?;
-    info!(address = %address, "listening");
-    let app = router(AppState::new(store.clone(), config.limits));
-    axum::serve(listener, app)
+    let state = AppState::new(store.clone(), config.limits);
+    info!(
+        address = %address,
+        rate_limit = %ops::describe_limit(&config.limits),
+        max_body_bytes = config.limits.max_body_bytes,
+        "listening"
+    );
+    let housekeeping = tokio::spawn(ops::housekeeping(state.clone(), config.retention));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics_server = match metrics_listener {
+        Some(metrics_listener) => {
+            info!(address = %metrics_listener.local_addr()?, "serving /metrics");
+            let app = metrics_router(state.clone());
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(metrics_listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            }))
+        }
+        None => None,
+    };
+    let app = router(state.clone(), metrics_server.is_none());
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    let _ = stop.send(true);
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
+    housekeeping.abort();
+    drop(stopped);
     store.close().await;
     info!("stopped");
+    served?;
     Ok(())
 }
 

@@ -3,10 +3,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use muster_server::cli::Cli;
+use muster_server::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The built-in agent sets up its own logging and runtime, as `muster-agent` does.
+    if let Command::Agent { args } = cli.command {
+        let argv = std::iter::once("muster-agent".into()).chain(args);
+        let agent = muster_agent::cli::Cli::parse_from(argv);
+        return match muster_agent::run(agent) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("muster-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let level = std::env::var("MUSTER_LOG")
         .ok()
         .and_then(|l| l.parse().ok())

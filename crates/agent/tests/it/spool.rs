@@ -311,7 +311,7 @@ const WRITER_MAX_ITEMS: &str = "MUSTER_TEST_SPOOL_WRITER_MAX_ITEMS";
 const WRITER_MAX_BYTES: &str = "MUSTER_TEST_SPOOL_WRITER_MAX_BYTES";
 
 fn kind_of(n: u64) -> SpoolKind {
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         SpoolKind::Inventory
     } else {
         SpoolKind::Telemetry

@@ -217,10 +217,10 @@ macro_rules! on_backend {
     };
 }
 
-mod admin;
-mod dashboard;
-mod inventory;
-mod ops;
+pub mod admin;
+pub mod dashboard;
+pub mod inventory;
+pub mod ops;
 
 /// The default database: a SQLite file in `./muster-data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://muster-data/muster.db";
@@ -258,6 +258,16 @@ impl Store {
         tokens: &[NewToken],
     ) -> Result<(), StoreError> {
         on_backend!(self, create_tenant(tenant, tokens))
+    }
+
+    /// Adds tokens to an existing tenant.
+    pub async fn add_tokens(
+        &self,
+        tenant_id: &str,
+        tokens: &[NewToken],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, add_tokens(tenant_id, tokens, now))
     }
 
     /// Every tenant (an operator's view, not a tenant's).

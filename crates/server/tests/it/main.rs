@@ -4,6 +4,8 @@
 mod agent;
 mod api;
 mod cli;
+mod demo;
 mod isolation;
 mod limits;
+mod ops;
 mod support;

@@ -139,6 +139,7 @@ impl TestServer {
             listen: listener.local_addr().unwrap(),
             database_url,
             limits,
+            ..ServerConfig::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -57,10 +57,12 @@ pub fn parse_cpuinfo(text: &str) -> CpuInfo {
             }
             "core id" => core_id = Some(value),
             "cpu MHz" => {
-                if let Ok(mhz) = value.parse::<f64>() {
-                    if mhz.is_finite() && mhz > 0.0 && max_mhz.is_none_or(|m| mhz > m) {
-                        max_mhz = Some(mhz);
-                    }
+                if let Ok(mhz) = value.parse::<f64>()
+                    && mhz.is_finite()
+                    && mhz > 0.0
+                    && max_mhz.is_none_or(|m| mhz > m)
+                {
+                    max_mhz = Some(mhz);
                 }
             }
             "CPU implementer" => {
@@ -68,10 +70,10 @@ pub fn parse_cpuinfo(text: &str) -> CpuInfo {
                 first_implementer = first_implementer.or(implementer);
             }
             "CPU part" => {
-                if let (Some(imp), Some(part)) = (implementer, parse_hex(value)) {
-                    if !arm_parts.contains(&(imp, part)) {
-                        arm_parts.push((imp, part));
-                    }
+                if let (Some(imp), Some(part)) = (implementer, parse_hex(value))
+                    && !arm_parts.contains(&(imp, part))
+                {
+                    arm_parts.push((imp, part));
                 }
             }
             _ => {}
@@ -247,15 +249,14 @@ pub fn parse_khz(text: &str) -> Option<f64> {
 pub fn collect(context: &Context) -> Collected {
     let mut info = parse_cpuinfo(&context.read("/proc/cpuinfo")?);
     // Architectures whose cpuinfo has no `processor` lines (s390x) still list online CPUs.
-    if info.logical_cpus == 0 {
-        if let Some(n) = context
+    if info.logical_cpus == 0
+        && let Some(n) = context
             .attr("/sys/devices/system/cpu/online")
             .as_deref()
             .and_then(parse_cpu_list)
-        {
-            info.logical_cpus = n;
-            info.physical_cores = info.physical_cores.max(n);
-        }
+    {
+        info.logical_cpus = n;
+        info.physical_cores = info.physical_cores.max(n);
     }
     let max_mhz = context
         .attr("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")

@@ -350,7 +350,7 @@ mod tests {
                 Value::Int32(n) => (TYPE_INT32, 1, n.to_be_bytes().to_vec(), 4),
                 Value::Int64(n) => (TYPE_INT64, 1, n.to_be_bytes().to_vec(), 8),
             };
-            while data.len() % align != 0 {
+            while !data.len().is_multiple_of(align) {
                 data.push(0);
             }
             index.push([*tag, kind, data.len() as u32, count]);
