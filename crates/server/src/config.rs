@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::store::DEFAULT_DATABASE_URL;
+use crate::store::{DEFAULT_DATABASE_URL, Thresholds};
 
 /// Default address to listen on: loopback only, until an operator says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -43,6 +43,9 @@ pub struct Limits {
     pub agent_requests_per_minute: Option<NonZeroU32>,
     /// Requests one agent may make at once after a quiet spell (a spool being emptied).
     pub agent_burst: NonZeroU32,
+    /// Latest cpu/memory/disk percentages over which a host is listed in the alerts
+    /// (defaults: the seed's 80, 80, 90).
+    pub alert_thresholds: Thresholds,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             agent_requests_per_minute: NonZeroU32::new(120),
             agent_burst: NonZeroU32::new(60).expect("non-zero"),
+            alert_thresholds: Thresholds::default(),
         }
     }
 }
@@ -110,6 +114,15 @@ struct FileConfig {
     server: ServerSection,
     limits: LimitsSection,
     retention: RetentionSection,
+    alerts: AlertsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AlertsSection {
+    cpu_threshold: Option<f64>,
+    memory_threshold: Option<f64>,
+    disk_threshold: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +221,32 @@ impl ServerConfig {
             }
             config.retention.interval = Duration::from_secs(s);
         }
+        for (key, value, slot) in [
+            (
+                "cpu_threshold",
+                file.alerts.cpu_threshold,
+                &mut config.limits.alert_thresholds.cpu,
+            ),
+            (
+                "memory_threshold",
+                file.alerts.memory_threshold,
+                &mut config.limits.alert_thresholds.memory,
+            ),
+            (
+                "disk_threshold",
+                file.alerts.disk_threshold,
+                &mut config.limits.alert_thresholds.disk,
+            ),
+        ] {
+            if let Some(value) = value {
+                if !(0.0..=100.0).contains(&value) {
+                    return Err(format!(
+                        "[alerts] {key}: must be a percentage from 0 to 100, got {value}"
+                    ));
+                }
+                *slot = value;
+            }
+        }
         Ok(config)
     }
 }
@@ -236,6 +275,10 @@ mod tests {
             max_body_bytes = 2048
             agent_requests_per_minute = 0
             agent_burst = 5
+            [alerts]
+            cpu_threshold = 95
+            memory_threshold = 85.5
+            disk_threshold = 99
             [retention]
             metrics_days = 7
             reports_days = 2
@@ -252,6 +295,9 @@ mod tests {
         assert_eq!(config.retention.metrics, Duration::from_secs(7 * DAY));
         assert_eq!(config.retention.reports, Duration::from_secs(2 * DAY));
         assert_eq!(config.retention.interval, Duration::from_secs(600));
+        assert_eq!(config.limits.alert_thresholds.cpu, 95.0);
+        assert_eq!(config.limits.alert_thresholds.memory, 85.5);
+        assert_eq!(config.limits.alert_thresholds.disk, 99.0);
     }
 
     #[test]
@@ -264,6 +310,7 @@ mod tests {
             ("[limits]\nagent_burst = 0", "[limits] agent_burst"),
             ("[retention]\nmetrics_days = 0", "[retention] metrics_days"),
             ("[retention]\ninterval_s = 1", "[retention] interval_s"),
+            ("[alerts]\ndisk_threshold = 101", "[alerts] disk_threshold"),
             ("[server]\ndatabase_url = \" \"", "[server] database_url"),
         ] {
             let error = ServerConfig::parse(text).unwrap_err();

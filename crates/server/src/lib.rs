@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod ingest;
+pub mod openapi;
 pub mod ops;
 pub mod store;
 pub mod token;
@@ -62,6 +63,7 @@ pub enum ServerError {
 /// served on its own listener, see [`metrics_router`]).
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     let mut router = Router::new()
+        .route("/api/openapi.json", get(openapi::serve))
         .nest("/api/admin", admin_api::router())
         .nest("/api", api::router())
         .merge(dashboard::router())

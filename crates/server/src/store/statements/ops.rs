@@ -2,23 +2,24 @@
 
 use super::Pool;
 use crate::store::StoreError;
+use crate::store::admin::{DEFAULT_HEARTBEAT_INTERVAL_S, OFFLINE_AFTER_INTERVALS};
 use crate::store::ops::{AgentCounts, PURGE_STEP_S};
-
-/// An agent is online when heard from within three heartbeat intervals.
-const MISSED_HEARTBEATS: i64 = 3;
-/// The interval assumed for agents that never said theirs.
-const DEFAULT_HEARTBEAT_S: i64 = 60;
 
 pub(in crate::store) async fn agent_counts(
     pool: &Pool,
     now: i64,
 ) -> Result<AgentCounts, StoreError> {
+    // Online: heard from within `OFFLINE_AFTER_INTERVALS` of the agent's own heartbeat interval
+    // (the admin area's rule).
     let (total, online): (i64, i64) = sqlx::query_as(
         "SELECT CAST(COUNT(*) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN last_seen >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             CAST(COALESCE(SUM(CASE WHEN last_seen >= \
+                 $1 - $2 * COALESCE(heartbeat_interval_s, $3) THEN 1 ELSE 0 END), 0) AS BIGINT) \
          FROM agents",
     )
-    .bind(now - MISSED_HEARTBEATS * DEFAULT_HEARTBEAT_S)
+    .bind(now)
+    .bind(OFFLINE_AFTER_INTERVALS)
+    .bind(DEFAULT_HEARTBEAT_INTERVAL_S)
     .fetch_one(pool)
     .await?;
     Ok(AgentCounts { total, online })
