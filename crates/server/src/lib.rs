@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod ops;
 pub mod store;
 pub mod token;
+pub mod version;
 
 use std::future::Future;
 
