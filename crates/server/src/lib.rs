@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod ingest;
+pub mod inventory;
 pub mod ops;
 pub mod store;
 pub mod token;

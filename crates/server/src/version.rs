@@ -72,7 +72,9 @@ struct DpkgVersion<'a> {
 }
 
 fn dpkg_parse(version: &str) -> DpkgVersion<'_> {
-    let s = version.trim_matches(|c: char| c == ' ' || c == '\t').as_bytes();
+    let s = version
+        .trim_matches(|c: char| c == ' ' || c == '\t')
+        .as_bytes();
     let (epoch, rest) = match s.iter().position(|&c| c == b':') {
         Some(colon) if colon > 0 && s[..colon].iter().all(u8::is_ascii_digit) => {
             // dpkg refuses epochs over INT_MAX; such a string still orders, by saturation.
@@ -849,7 +851,10 @@ mod tests {
         // pacman: a trailing letter segment is a pre-release; for rpm it is newer.
         assert_eq!(compare("pacman", "1.0a", "1.0"), Ordering::Less);
         assert_eq!(compare("rpm", "1.0a", "1.0"), Ordering::Greater);
-        assert_eq!(compare("registry", "10.0.19041.1", "10.0.9200.1"), Ordering::Greater);
+        assert_eq!(
+            compare("registry", "10.0.19041.1", "10.0.9200.1"),
+            Ordering::Greater
+        );
         assert_eq!(compare("snap", "2.60.4", "2.61"), Ordering::Less);
         assert_eq!(compare("seed", "23.01", "22.01"), Ordering::Greater);
     }
@@ -917,9 +922,35 @@ mod tests {
     /// against `+` and `.`, leading zeros, long digit runs, hyphens inside upstream.
     fn generated_version(rng: &mut Rng) -> String {
         const PIECES: &[&str] = &[
-            "0", "00", "1", "01", "2", "9", "10", "99", "100", "20240101", ".", ".", "+", "~",
-            "~~", "a", "b", "z", "A", "Z", "rc", "beta", "dfsg", "ubuntu", "deb12u", "+b", "-",
-            "p", "0ubuntu0.22.04",
+            "0",
+            "00",
+            "1",
+            "01",
+            "2",
+            "9",
+            "10",
+            "99",
+            "100",
+            "20240101",
+            ".",
+            ".",
+            "+",
+            "~",
+            "~~",
+            "a",
+            "b",
+            "z",
+            "A",
+            "Z",
+            "rc",
+            "beta",
+            "dfsg",
+            "ubuntu",
+            "deb12u",
+            "+b",
+            "-",
+            "p",
+            "0ubuntu0.22.04",
         ];
         let mut s = String::new();
         if rng.below(5) == 0 {
