@@ -219,7 +219,7 @@ macro_rules! on_backend {
 
 mod admin;
 mod dashboard;
-mod inventory;
+pub mod inventory;
 mod ops;
 
 /// The default database: a SQLite file in `./muster-data/`.
