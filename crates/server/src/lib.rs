@@ -14,10 +14,12 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod ingest;
+pub mod inventory;
 pub mod openapi;
 pub mod ops;
 pub mod store;
 pub mod token;
+pub mod version;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! The store's inventory history and the fleet-wide software index.
 //!
 //! The types and signatures here are the contract the admin API and the dashboard code
-//! against; the bodies are filled in with the inventory work.
+//! against. The tables (`migrations/0002_inventory.sql`) are written by the ingest transaction
+//! when an agent's inventory hash changes (`statements/inventory.rs`).
 
-#[allow(unused_imports)]
 use super::{Backend, Store, StoreError, postgres, sqlite};
 
 /// A fleet-wide software search: hosts with a package named `name` (exact, case-insensitive),
@@ -54,23 +54,27 @@ pub struct InventoryChange {
     pub at: i64,
     /// `software` or `hardware`.
     pub category: String,
-    /// `added`, `removed`, `upgraded`, `downgraded` (software) or `changed` (hardware).
+    /// Software: `added`, `removed`, `upgraded`, `downgraded` (by the source's ordering), or
+    /// `changed` (two spellings the source orders as equal). Hardware: `added`, `removed`
+    /// (a disk, an interface) or `changed`.
     pub change: String,
-    /// Package name, or the hardware item (`cpu`, `memory`, `disk:sda`, `network:eth0`, ...).
+    /// Package name, or the hardware item (`cpu`, `memory`, `disk:sda`, `network:eth0`,
+    /// `system`, `bios`). A name held under several architectures of one source is written
+    /// `name:arch`, one held under several sources `name (source)`.
     pub item: String,
     pub old: Option<String>,
     pub new: Option<String>,
 }
 
 impl Store {
-    /// Hosts of `tenant_id` matching `query`, ordered by hostname, one page.
+    /// Hosts of `tenant_id` matching `query`, ordered by hostname, one page. A host holding
+    /// two matching packages (two architectures, two sources) is two hits; `total` counts hits.
     pub async fn software_search(
         &self,
         tenant_id: &str,
         query: &SoftwareQuery,
     ) -> Result<SoftwarePage, StoreError> {
-        let _ = (tenant_id, query);
-        Err(StoreError::Corrupt("software search: not built yet".into()))
+        on_backend!(self, software_search(tenant_id, query))
     }
 
     /// The agent's packages from its latest inventory, name containing `search`
@@ -83,12 +87,18 @@ impl Store {
         limit: u32,
         offset: u32,
     ) -> Result<(u64, Vec<InstalledPackage>), StoreError> {
-        let _ = (tenant_id, agent_id, search, limit, offset);
-        Err(StoreError::Corrupt("agent software: not built yet".into()))
+        on_backend!(
+            self,
+            agent_software(tenant_id, agent_id, search, limit, offset)
+        )
     }
 
     /// The agent's inventory changes, newest first, at most `limit`, received before `before`
-    /// (unix seconds) when given.
+    /// (unix seconds) when given. One inventory's changes (one `at`) are never split across
+    /// pages, so the next page is `before` = the last `at` shown: a group the limit would cut
+    /// is left whole for the next page, and a group larger than `limit` on its own comes whole
+    /// (the one case a page holds more than `limit`). An agent's first inventory is its
+    /// baseline: it records no changes.
     pub async fn inventory_history(
         &self,
         tenant_id: &str,
@@ -96,9 +106,6 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<InventoryChange>, StoreError> {
-        let _ = (tenant_id, agent_id, before, limit);
-        Err(StoreError::Corrupt(
-            "inventory history: not built yet".into(),
-        ))
+        on_backend!(self, inventory_history(tenant_id, agent_id, before, limit))
     }
 }

@@ -6,6 +6,7 @@ mod agent;
 mod api;
 mod cli;
 mod demo;
+mod inventory;
 mod isolation;
 mod limits;
 mod ops;

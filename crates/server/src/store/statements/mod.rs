@@ -8,12 +8,10 @@ mod dashboard;
 mod inventory;
 mod ops;
 
-// Areas still being filled in have nothing to export yet.
-#[allow(unused_imports)]
 pub(in crate::store) use admin::*;
+// The dashboard area has nothing of its own yet.
 #[allow(unused_imports)]
 pub(in crate::store) use dashboard::*;
-#[allow(unused_imports)]
 pub(in crate::store) use inventory::*;
 pub(in crate::store) use ops::*;
 
@@ -189,6 +187,7 @@ pub(in crate::store) async fn register_agent(
         Some(agent_id.clone()),
     );
     insert_token(&mut tx, tenant_id, &token, now).await?;
+    sync_software_hostname(&mut tx, tenant_id, &agent_id, &agent.hostname).await?;
     tx.commit().await?;
     let created = agent_id == new_id;
     Ok((agent_id, created))
@@ -353,6 +352,11 @@ where
     // An `Err` drops the transaction, which rolls the report's record back too.
     let hash = match update(stored)? {
         Some(new) => {
+            // A new inventory (not a resend of the held one) moves the software index and
+            // records its changes; an unchanged one costs nothing more here.
+            if held.as_deref() != Some(new.hash.as_str()) {
+                index_inventory(&mut tx, meta, held.is_some(), &new).await?;
+            }
             sqlx::query(
                 "INSERT INTO inventory (agent_id, tenant_id, hash, report, report_id, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
