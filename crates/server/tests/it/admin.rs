@@ -717,7 +717,7 @@ async fn bad_input_is_a_json_error_never_a_500() {
                 "garbage",
                 tenant.enrol_token.expose(),
                 agent_token.as_str(),
-                &Token::generate(TokenKind::Admin).expose().to_owned(),
+                Token::generate(TokenKind::Admin).expose(),
             ] {
                 let answer = server.get(path, token).await;
                 assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
