@@ -228,7 +228,9 @@ async fn fleet_search_agent_packages_and_history() {
         )
         .await;
         let history = store.inventory_history(t, web2, None, 50).await.unwrap();
-        let mut got: Vec<(String, String, String, Option<String>, Option<String>)> = history
+        // (category, change, item, old, new)
+        type Row = (String, String, String, Option<String>, Option<String>);
+        let mut got: Vec<Row> = history
             .iter()
             .map(|c| {
                 (
