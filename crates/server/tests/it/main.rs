@@ -4,6 +4,7 @@
 mod agent;
 mod api;
 mod cli;
+mod dashboard;
 mod isolation;
 mod limits;
 mod support;
