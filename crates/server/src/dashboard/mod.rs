@@ -33,10 +33,9 @@ use self::session::Session;
 use self::view::{InventoryView, ProcessOrder};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::store::admin::{AgentFilter, AgentPage};
-use crate::store::dashboard::{FleetOverview, Thresholds};
-use crate::store::inventory::{
-    InstalledPackage, InventoryChange, SoftwareHit, SoftwarePage, SoftwareQuery,
+use crate::store::dashboard::{
+    AgentFilter, AgentPage, FleetOverview, InstalledPackage, InventoryChange, SoftwareHit,
+    SoftwarePage, SoftwareQuery, Thresholds,
 };
 use crate::store::{AgentRecord, StoreError};
 

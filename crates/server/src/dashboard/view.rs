@@ -9,7 +9,7 @@ use muster_proto::{DaemonReport, FunctionData, FunctionReport};
 use serde_json::Value;
 
 use super::format::{bytes, duration};
-use crate::store::inventory::InstalledPackage;
+use crate::store::dashboard::InstalledPackage;
 
 /// How many processes the page lists.
 pub const TOP_PROCESSES: usize = 25;
@@ -187,10 +187,12 @@ pub fn inventory(report: &DaemonReport, order: ProcessOrder) -> InventoryView {
                     push(
                         &mut view.hardware,
                         "Cores",
-                        format!(
-                            "{} sockets, {} cores, {} threads",
-                            c.sockets, c.physical_cores, c.logical_cpus
-                        ),
+                        [
+                            counted(c.sockets, "socket"),
+                            counted(c.physical_cores, "core"),
+                            counted(c.logical_cpus, "thread"),
+                        ]
+                        .join(", "),
                     );
                     if let Some(mhz) = c.max_mhz {
                         push(&mut view.hardware, "Max clock", format!("{mhz:.0} MHz"));
@@ -373,6 +375,15 @@ fn note(view: &mut InventoryView, function: &FunctionReport) {
             kind: "unavailable",
             message: reason.clone(),
         });
+    }
+}
+
+/// `1 socket`, `2 cores`.
+fn counted(n: u32, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -3,6 +3,13 @@
 
 use super::{Backend, Store, StoreError, postgres, sqlite};
 
+// The admin and inventory areas' types the dashboard reads, reachable from here while
+// `store/mod.rs` keeps those modules private.
+pub use super::admin::{AgentFilter, AgentPage, AgentSummary};
+pub use super::inventory::{
+    InstalledPackage, InventoryChange, SoftwareHit, SoftwarePage, SoftwareQuery,
+};
+
 /// A dashboard session to store: the SHA-256 of its id, never the id.
 #[derive(Debug, Clone)]
 pub struct NewSession {

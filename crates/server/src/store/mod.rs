@@ -217,9 +217,9 @@ macro_rules! on_backend {
     };
 }
 
-pub mod admin;
+mod admin;
 pub mod dashboard;
-pub mod inventory;
+mod inventory;
 mod ops;
 
 /// The default database: a SQLite file in `./muster-data/`.

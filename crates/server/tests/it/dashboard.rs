@@ -769,3 +769,59 @@ async fn pages_stay_fast_at_ten_thousand_agents() {
         }
     }
 }
+
+/// The agent page's inventory and telemetry sections, rendered from the fixture scan, with
+/// what changes from run to run (ids, times, chart coordinates) redacted. The header, the
+/// packages and the change history are left out: they come from the admin and inventory
+/// stores, which the other tests cover.
+#[tokio::test]
+async fn the_agent_page_renders_as_before() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let (id, token) = agent(&server, &tenant, "vm", 1).await;
+        report_scan(&server, &id, &token).await;
+        let cookie = login(&server, tenant.admin_token.expose()).await;
+        let page = get(&server, &format!("/agents/{id}"), Some(&cookie)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let between = |from: &str, to: &str| {
+            let start = page.body.find(from).expect(from);
+            let end = start + page.body[start..].find(to).expect(to);
+            page.body[start..end].to_owned()
+        };
+        let sections = [
+            between(
+                "<div class=\"columns\">",
+                "<section class=\"card\" id=\"packages\">",
+            ),
+            between(
+                "<section class=\"card\" id=\"processes\">",
+                "<section class=\"card\">\n  <h2>Inventory changes</h2>",
+            ),
+        ];
+        let redacted: Vec<String> = sections
+            .join("")
+            .replace(&id, "[agent-id]")
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                if [
+                    "<dt>Registered</dt>",
+                    "<dt>Last seen</dt>",
+                    "Inventory received",
+                ]
+                .iter()
+                .any(|marker| line.contains(marker))
+                {
+                    let keep = line.find("<dd>").or(line.find("Inventory")).unwrap();
+                    format!("{}[time]", &line[..keep])
+                } else if let Some(start) = line.find("points=\"") {
+                    format!("{}points=\"[points]\"/>", &line[..start])
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect();
+        insta::assert_snapshot!("agent_page", redacted.join("\n"));
+    }
+}
