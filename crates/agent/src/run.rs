@@ -528,6 +528,7 @@ impl Agent {
                 last_inventory: self.status.last_inventory.as_ref().map(|o| o.at),
                 last_telemetry: self.status.last_telemetry.as_ref().map(|o| o.at),
             },
+            heartbeat_interval_s: Some(self.config.agent.heartbeat_interval.as_secs()),
         };
         match Self::until_stop(stop, self.client.heartbeat(&token, &heartbeat)).await? {
             Ok(answer) => {

@@ -38,6 +38,7 @@ pub mod paths {
 
 /// `POST /api/agents/register`, with the tenant's enrolment token as bearer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// The seed's `TENANT_ID`.
     pub tenant_id: String,
@@ -63,6 +64,7 @@ pub struct RegisterRequest {
 
 /// The answer to a registration: who the agent is from now on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     pub agent_id: String,
     /// The per-agent bearer token. Shown once; the server keeps only its hash.
@@ -74,16 +76,22 @@ pub struct RegisterResponse {
 
 /// `POST /api/agents/heartbeat`: the agent is alive, and how it is doing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Heartbeat {
     pub agent_id: String,
     pub datetime: Timestamp,
     pub agent_version: String,
     pub uptime_s: u64,
     pub health: AgentHealth,
+    /// Seconds until the agent's next heartbeat: the server counts it offline after three
+    /// missed. Absent (seed agents), the server assumes its default (60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_s: Option<u64>,
 }
 
 /// The seed background scanner's health and service figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentHealth {
     pub scans_completed: u64,
     pub errors: u64,
@@ -98,6 +106,7 @@ pub struct AgentHealth {
 
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     /// Commands waiting for this agent; it fetches `commands/pending` only when non-zero.
     pub pending_commands: u32,
@@ -108,16 +117,24 @@ pub struct HeartbeatResponse {
 ///
 /// The server also accepts a bare [`DaemonReport`] and the seed's flat system report there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum InventoryUpload {
     /// The whole inventory.
-    Full { hash: String, report: DaemonReport },
+    Full {
+        hash: String,
+        /// A `DaemonReport` (see `docs/report.schema.json`).
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        report: DaemonReport,
+    },
     /// Only the function reports that changed since `base_hash`, the inventory the server
     /// acknowledged last; `hash` is the inventory after applying them. A server whose stored
     /// inventory is not `base_hash` answers 409 and the agent sends `Full`.
     Delta {
         base_hash: String,
         hash: String,
+        /// Only the changed function reports (see `docs/report.schema.json`).
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
         report: DaemonReport,
         /// Function reports present in the base but gone now, as `worker/function` (e.g.
         /// `software/snap` when a package source was removed).
@@ -135,6 +152,7 @@ pub enum InventoryUpload {
 
 /// The answer to an inventory upload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InventoryAck {
     pub report_id: Uuid,
     /// The inventory hash the server now holds for this agent.
@@ -145,6 +163,7 @@ pub struct InventoryAck {
 
 /// `POST /api/metrics/report`: telemetry samples, batched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricsReport {
     pub report_id: Uuid,
     pub agent_id: String,
@@ -153,13 +172,17 @@ pub struct MetricsReport {
 
 /// One telemetry sample and when it was taken.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricsSample {
     pub datetime: Timestamp,
+    /// A `SystemMetrics` (see `docs/report.schema.json`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metrics: SystemMetrics,
 }
 
 /// The answer to a metrics report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricsAck {
     pub report_id: Uuid,
     pub accepted: u32,
@@ -168,6 +191,7 @@ pub struct MetricsAck {
 
 /// A command for an agent: seed 001's command structure plus what safe execution needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Command {
     pub id: i64,
     /// `exec`, `script` or `builtin`.
@@ -200,12 +224,14 @@ fn default_priority() -> u8 {
 
 /// The answer to `GET /api/commands/pending`: commands now leased to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingCommands {
     pub commands: Vec<Command>,
 }
 
 /// Where a command is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
     Received,
@@ -231,6 +257,7 @@ impl CommandState {
 
 /// `POST /api/commands/status`: one step of a command's life, with its result at the end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandStatusUpdate {
     pub command_id: i64,
     pub status: CommandState,
@@ -255,6 +282,7 @@ pub struct CommandStatusUpdate {
 
 /// `POST /api/locks/create`: take a named lock before an operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockRequest {
     pub resource: String,
     /// The command that will hold it.
@@ -267,6 +295,7 @@ pub struct LockRequest {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LockScope {
     #[default]
@@ -276,6 +305,7 @@ pub enum LockScope {
 
 /// A lock that is held.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lock {
     pub id: String,
     pub resource: String,
@@ -287,11 +317,13 @@ pub struct Lock {
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub error: ErrorBody,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A stable, machine-readable code: `unauthorized`, `not_found`, `conflict`,
     /// `payload_too_large`, `rate_limited`, `invalid_request`, ...

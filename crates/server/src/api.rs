@@ -65,7 +65,20 @@ fn check_agent(caller: &AgentCaller, named: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn register(
+/// Registers an agent into the enrolment token's tenant (idempotent per public key, else
+/// machine id, else hostname) and issues its own token.
+#[utoipa::path(
+    post, path = "/api/agents/register", tag = "agents",
+    request_body = RegisterRequest,
+    responses(
+        (status = 200, description = "The agent's id and token", body = RegisterResponse),
+        (status = 401, description = "No valid enrolment token", body = muster_proto::api::ApiError),
+        (status = 403, description = "The token is another tenant's", body = muster_proto::api::ApiError),
+        (status = 422, description = "A bad field", body = muster_proto::api::ApiError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn register(
     State(state): State<AppState>,
     caller: EnrolCaller,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -144,7 +157,18 @@ async fn register(
     }))
 }
 
-async fn heartbeat(
+/// The agent is alive: last seen, health, and the interval until its next heartbeat.
+#[utoipa::path(
+    post, path = "/api/agents/heartbeat", tag = "agents",
+    request_body = Heartbeat,
+    responses(
+        (status = 200, description = "Pending commands and the server's time", body = HeartbeatResponse),
+        (status = 401, description = "No valid agent token", body = muster_proto::api::ApiError),
+        (status = 403, description = "The body names another agent", body = muster_proto::api::ApiError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn heartbeat(
     State(state): State<AppState>,
     caller: AgentCaller,
     ApiJson(heartbeat): ApiJson<Heartbeat>,
@@ -160,6 +184,7 @@ async fn heartbeat(
             now().as_second(),
             &heartbeat.agent_version,
             &health,
+            heartbeat.heartbeat_interval_s.map(clamp_interval),
         )
         .await?;
     Ok(Json(HeartbeatResponse {
@@ -168,8 +193,22 @@ async fn heartbeat(
     }))
 }
 
+/// An agent's heartbeat interval as stored: at least a second, at most a day, so a bogus
+/// figure neither overflows the online arithmetic nor keeps a dead agent online for long.
+fn clamp_interval(seconds: u64) -> i64 {
+    i64::try_from(seconds.clamp(1, 86_400)).unwrap_or(86_400)
+}
+
 /// Commands arrive with the commands issue; until then there are never any.
-async fn commands_pending(_caller: AgentCaller) -> Json<PendingCommands> {
+#[utoipa::path(
+    get, path = "/api/commands/pending", tag = "agents",
+    responses(
+        (status = 200, description = "Commands now leased to the agent", body = PendingCommands),
+        (status = 401, description = "No valid agent token", body = muster_proto::api::ApiError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn commands_pending(_caller: AgentCaller) -> Json<PendingCommands> {
     Json(PendingCommands {
         commands: Vec::new(),
     })
@@ -177,7 +216,25 @@ async fn commands_pending(_caller: AgentCaller) -> Json<PendingCommands> {
 
 /// `POST /api/system/report`: an [`InventoryUpload`] (`mode`), a bare [`DaemonReport`]
 /// (`worker_reports`) or the seed's flat report (`hostname`, `cpu_info`, ...).
-async fn system_report(
+#[utoipa::path(
+    post, path = "/api/system/report", tag = "agents",
+    request_body(
+        content = InventoryUpload,
+        description = "An inventory upload (`mode`: full, delta or unchanged); a bare \
+            `DaemonReport` (`worker_reports`) and the seed agent's flat system report are \
+            accepted too"
+    ),
+    responses(
+        (status = 200, description = "The inventory hash now held", body = InventoryAck),
+        (status = 401, description = "No valid agent token", body = muster_proto::api::ApiError),
+        (status = 403, description = "The report names another agent", body = muster_proto::api::ApiError),
+        (status = 409, description = "A delta or unchanged on a base not held, or a report id in use", body = muster_proto::api::ApiError),
+        (status = 413, description = "The body is too large", body = muster_proto::api::ApiError),
+        (status = 422, description = "Not a system report", body = muster_proto::api::ApiError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn system_report(
     State(state): State<AppState>,
     caller: AgentCaller,
     ApiJson(body): ApiJson<Value>,
@@ -372,7 +429,19 @@ async fn inventory_upload(
     }
 }
 
-async fn metrics_report(
+/// Telemetry samples, batched; idempotent by report id.
+#[utoipa::path(
+    post, path = "/api/metrics/report", tag = "agents",
+    request_body = MetricsReport,
+    responses(
+        (status = 200, description = "How many samples were stored", body = MetricsAck),
+        (status = 401, description = "No valid agent token", body = muster_proto::api::ApiError),
+        (status = 403, description = "The report names another agent", body = muster_proto::api::ApiError),
+        (status = 409, description = "The report id is another agent's", body = muster_proto::api::ApiError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn metrics_report(
     State(state): State<AppState>,
     caller: AgentCaller,
     ApiJson(report): ApiJson<MetricsReport>,

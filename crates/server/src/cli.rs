@@ -9,7 +9,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Limits, ServerConfig};
-use crate::store::{DEFAULT_DATABASE_URL, Store};
+use crate::store::{DEFAULT_DATABASE_URL, Store, TokenFilter};
+use crate::token::TokenKind;
 
 #[derive(Debug, Parser)]
 #[command(name = "muster-server", version, about = "The Muster server")]
@@ -59,6 +60,64 @@ pub enum AdminCommand {
     /// Tenants: create, list.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// A tenant's tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// A token kind an operator may create.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum NewTokenKind {
+    /// The admin API and the dashboard.
+    Admin,
+    /// Registers agents into the tenant.
+    Enrol,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an admin or enrolment token; prints it, once.
+    Create {
+        /// The tenant's id or name.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum)]
+        kind: NewTokenKind,
+        /// What the token is for.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime: seconds, or a number with `s`, `m`, `h`, `d` or `w` (`30d`). Default:
+        /// no expiry.
+        #[arg(long, value_parser = parse_expires_in)]
+        expires_in: Option<i64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the tenant's tokens (never the tokens themselves).
+    List {
+        /// The tenant's id or name.
+        #[arg(long)]
+        tenant: String,
+        /// Agent tokens too (one per registration).
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token of the tenant by its id.
+    Revoke {
+        id: String,
+        /// The tenant's id or name.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+fn parse_expires_in(text: &str) -> Result<i64, String> {
+    crate::admin::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration like 3600, 90m, 12h, 30d or 2w"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +149,7 @@ pub async fn execute(
                 database_url: args.database.database_url,
                 limits: Limits {
                     max_body_bytes: args.max_body_bytes,
+                    ..Limits::default()
                 },
             };
             let listener = TcpListener::bind(config.listen)
@@ -150,9 +210,144 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AdminCommand::Token(command) => token_command(&store, command).await,
     };
     store.close().await;
     result
+}
+
+/// Unix seconds as RFC 3339, for output.
+fn rfc3339(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn token_json(token: &crate::store::TokenInfo) -> serde_json::Value {
+    json!({
+        "id": token.id,
+        "kind": token.kind.as_str(),
+        "name": token.name,
+        "agent_id": token.agent_id,
+        "created_at": rfc3339(token.created_at),
+        "expires_at": token.expires_at.map(rfc3339),
+        "revoked_at": token.revoked_at.map(rfc3339),
+        "last_used_at": token.last_used_at.map(rfc3339),
+    })
+}
+
+async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<()> {
+    let tenant_of = |tenant: &str| {
+        let tenant = tenant.to_owned();
+        async move {
+            crate::admin::find_tenant(store, &tenant)
+                .await
+                .context("looking the tenant up")?
+                .ok_or_else(|| anyhow::anyhow!("no tenant has the id or name `{tenant}`"))
+        }
+    };
+    let now = jiff::Timestamp::now().as_second();
+    match command {
+        TokenCommand::Create {
+            tenant,
+            kind,
+            name,
+            expires_in,
+            json,
+        } => {
+            let tenant = tenant_of(&tenant).await?;
+            let kind = match kind {
+                NewTokenKind::Admin => TokenKind::Admin,
+                NewTokenKind::Enrol => TokenKind::Enrol,
+            };
+            let (info, token) = crate::admin::create_token(
+                store,
+                &tenant.id,
+                kind,
+                name.as_deref(),
+                expires_in.map(|s| now + s),
+                now,
+            )
+            .await
+            .context("creating the token")?;
+            if json {
+                let mut out = token_json(&info);
+                out["tenant_id"] = json!(tenant.id);
+                out["token"] = json!(token.expose());
+                println!("{out:#}");
+            } else {
+                println!("token id:  {}", info.id);
+                println!("kind:      {}", info.kind.as_str());
+                println!(
+                    "expires:   {}",
+                    info.expires_at.map_or("never".to_owned(), rfc3339)
+                );
+                println!("token:     {}", token.expose());
+                println!();
+                println!("The token is shown this once; the server keeps only its hash.");
+            }
+            Ok(())
+        }
+        TokenCommand::List { tenant, all, json } => {
+            let tenant = tenant_of(&tenant).await?;
+            let mut tokens = Vec::new();
+            // Every page: an operator's listing is not bounded by the API's page size.
+            loop {
+                let filter = TokenFilter {
+                    limit: 1000,
+                    offset: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+                    ..TokenFilter::default()
+                };
+                let page = store
+                    .list_tokens(&tenant.id, &filter)
+                    .await
+                    .context("listing tokens")?;
+                let done = page.tokens.len() < 1000;
+                tokens.extend(page.tokens);
+                if done {
+                    break;
+                }
+            }
+            tokens.retain(|t| all || t.kind != TokenKind::Agent);
+            if json {
+                let out: Vec<_> = tokens.iter().map(token_json).collect();
+                println!("{:#}", serde_json::Value::Array(out));
+            } else {
+                for t in &tokens {
+                    let state = match (t.revoked_at, t.expires_at) {
+                        (Some(at), _) => format!("revoked {}", rfc3339(at)),
+                        (None, Some(at)) if at <= now => format!("expired {}", rfc3339(at)),
+                        (None, Some(at)) => format!("expires {}", rfc3339(at)),
+                        (None, None) => "live".to_owned(),
+                    };
+                    println!(
+                        "{}  {:<5}  {}  {}  {}",
+                        t.id,
+                        t.kind.as_str(),
+                        rfc3339(t.created_at),
+                        state,
+                        t.name.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id, tenant } => {
+            let tenant = tenant_of(&tenant).await?;
+            let info = store
+                .revoke_token(&tenant.id, &id, now)
+                .await
+                .context("revoking the token")?
+                .ok_or_else(|| anyhow::anyhow!("tenant `{}` has no token `{id}`", tenant.name))?;
+            println!(
+                "revoked {} token {} at {}",
+                info.kind.as_str(),
+                info.id,
+                info.revoked_at.map(rfc3339).unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A database url fit for messages: a file path as is, anything with credentials cut.

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::store::DEFAULT_DATABASE_URL;
+use crate::store::{DEFAULT_DATABASE_URL, Thresholds};
 
 /// Default address to listen on: loopback only, until an operator says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -26,12 +26,16 @@ pub struct ServerConfig {
 pub struct Limits {
     /// Largest request body in bytes, as sent and after gzip decompression; larger is 413.
     pub max_body_bytes: usize,
+    /// Latest cpu/memory/disk percentages over which a host is listed in the alerts
+    /// (defaults: the seed's 80, 80, 90).
+    pub alert_thresholds: Thresholds,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            alert_thresholds: Thresholds::default(),
         }
     }
 }

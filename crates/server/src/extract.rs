@@ -7,11 +7,12 @@
 
 use std::io::Read;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
+use tracing::warn;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -105,13 +106,55 @@ async fn authenticate(
     if !hashes_equal(&record.hash, &hash) || record.kind != kind || record.revoked_at.is_some() {
         return Err(INVALID);
     }
-    if record
-        .expires_at
-        .is_some_and(|at| at <= jiff::Timestamp::now().as_second())
-    {
+    let now = jiff::Timestamp::now().as_second();
+    if record.expires_at.is_some_and(|at| at <= now) {
         return Err(INVALID);
     }
+    // Admin and enrolment tokens note their last use, to the minute (a write per minute per
+    // token, not per request); agent tokens would cost a write per heartbeat, and an agent's
+    // `last_seen` says the same.
+    if kind != TokenKind::Agent
+        && record
+            .last_used_at
+            .is_none_or(|at| at <= now - LAST_USED_RESOLUTION_S)
+        && let Err(e) = state.store.touch_token(&record.id, now).await
+    {
+        warn!(token_id = %record.id, error = %e, "recording a token's use failed");
+    }
     Ok(record)
+}
+
+/// How stale a token's `last_used_at` may get before a request refreshes it, seconds.
+const LAST_USED_RESOLUTION_S: i64 = 60;
+
+/// The query string as `T`, with a malformed one answered 400 in the API's error format
+/// (axum's own `Query` answers in plain text).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// Path parameters as `T`, with a bad one answered 400 in the API's error format.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| ApiPath(value))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
 }
 
 /// A JSON body of type `T`: at most the configured size before and after gzip, answered 400

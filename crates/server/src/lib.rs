@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod ingest;
+pub mod openapi;
 pub mod ops;
 pub mod store;
 pub mod token;
@@ -55,6 +56,7 @@ pub enum ServerError {
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/api/openapi.json", get(openapi::serve))
         .nest("/api/admin", admin_api::router())
         .nest("/api", api::router())
         .merge(dashboard::router())

@@ -253,6 +253,7 @@ fn heartbeat() -> Heartbeat {
         agent_version: "0.1.0".into(),
         uptime_s: 42,
         health: AgentHealth::default(),
+        heartbeat_interval_s: Some(60),
     }
 }
 

@@ -97,6 +97,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<InventoryChange>, StoreError> {
         let _ = (tenant_id, agent_id, before, limit);
-        Err(StoreError::Corrupt("inventory history: not built yet".into()))
+        Err(StoreError::Corrupt(
+            "inventory history: not built yet".into(),
+        ))
     }
 }

@@ -80,6 +80,8 @@ pub struct TokenRecord {
     pub agent_id: Option<String>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Unix seconds; kept for admin and enrolment tokens only, to the minute.
+    pub last_used_at: Option<i64>,
 }
 
 /// What registration knows about an agent.
@@ -222,6 +224,13 @@ pub mod dashboard;
 mod inventory;
 mod ops;
 
+pub use admin::{
+    AgentFilter, AgentPage, AgentSummary, Alert, AlertMetric, AlertPage,
+    DEFAULT_HEARTBEAT_INTERVAL_S, OFFLINE_AFTER_INTERVALS, Thresholds, TokenFilter, TokenInfo,
+    TokenPage, is_online,
+};
+pub use inventory::{InstalledPackage, InventoryChange, SoftwareHit, SoftwarePage, SoftwareQuery};
+
 /// The default database: a SQLite file in `./muster-data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://muster-data/muster.db";
 
@@ -284,7 +293,8 @@ impl Store {
         on_backend!(self, register_agent(tenant_id, agent, token_hash, now))
     }
 
-    /// Records a heartbeat: last seen, version and health.
+    /// Records a heartbeat: last seen, version, health and the interval the agent promises
+    /// (`None`: the server's default applies).
     pub async fn heartbeat(
         &self,
         tenant_id: &str,
@@ -292,10 +302,11 @@ impl Store {
         now: i64,
         agent_version: &str,
         health: &str,
+        interval_s: Option<i64>,
     ) -> Result<(), StoreError> {
         on_backend!(
             self,
-            heartbeat(tenant_id, agent_id, now, agent_version, health)
+            heartbeat(tenant_id, agent_id, now, agent_version, health, interval_s)
         )
     }
 

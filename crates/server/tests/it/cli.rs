@@ -68,3 +68,109 @@ fn tenant_create_prints_its_tokens_once_and_list_shows_it() {
     let token = created["enrolment_token"].as_str().unwrap();
     assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()));
 }
+
+/// The token the CLI printed, as the store finds it by its hash.
+async fn stored(database: &str, token: &str) -> muster_server::store::TokenRecord {
+    let store = muster_server::store::Store::open(database).await.unwrap();
+    let hash = muster_server::token::Token::parse(token).unwrap().hash();
+    let record = store.find_token(&hash).await.unwrap().unwrap();
+    store.close().await;
+    record
+}
+
+#[tokio::test]
+async fn token_create_list_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("muster.db");
+    let database = database.to_str().unwrap();
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let out = admin(database, &["tenant", "create", "acme", "--json"]);
+    ok(&out);
+    let tenant: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenant_id = tenant["tenant_id"].as_str().unwrap();
+
+    // By name, with an expiry.
+    let out = admin(
+        database,
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--kind",
+            "admin",
+            "--name",
+            "ci",
+            "--expires-in",
+            "30d",
+            "--json",
+        ],
+    );
+    ok(&out);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = created["token"].as_str().unwrap();
+    assert!(token.starts_with("mst_admin_"));
+    assert_eq!(created["name"], "ci");
+    assert_eq!(created["tenant_id"], tenant_id);
+    let record = stored(database, token).await;
+    assert_eq!(record.tenant_id, tenant_id);
+    let expires_in = record.expires_at.unwrap() - jiff::Timestamp::now().as_second();
+    assert!((30 * 86_400 - 60..=30 * 86_400).contains(&expires_in));
+
+    // By id, as text.
+    let out = admin(
+        database,
+        &["token", "create", "--tenant", tenant_id, "--kind", "enrol"],
+    );
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("token:     mst_enrol_"), "{text}");
+    assert!(text.contains("expires:   never"), "{text}");
+
+    let out = admin(database, &["token", "list", "--tenant", "acme", "--json"]);
+    ok(&out);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
+    assert!(!list.to_string().contains("mst_"));
+    assert!(!list.to_string().contains(&record.hash));
+    let id = created["id"].as_str().unwrap();
+
+    let out = admin(database, &["token", "revoke", id, "--tenant", "acme"]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked admin token"));
+    assert!(stored(database, token).await.revoked_at.is_some());
+    let out = admin(database, &["token", "list", "--tenant", "acme"]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with(id)).unwrap();
+    assert!(line.contains("revoked") && line.ends_with("ci"), "{line}");
+
+    // Refusals: an unknown tenant, another tenant's token, an agent token, a bad duration.
+    let out = admin(database, &["tenant", "create", "globex"]);
+    ok(&out);
+    for args in [
+        &["token", "list", "--tenant", "nobody"][..],
+        &["token", "revoke", id, "--tenant", "globex"],
+        &["token", "create", "--tenant", "acme", "--kind", "agent"],
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--kind",
+            "admin",
+            "--expires-in",
+            "soon",
+        ],
+    ] {
+        let out = admin(database, args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+}

@@ -3,7 +3,7 @@
 use muster_proto::api::InventoryUpload;
 use muster_proto::inventory::inventory_hash;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::{metrics, report};
@@ -136,5 +136,134 @@ async fn tenants_are_isolated() {
         let body = json!({"tenant_id": a.tenant.id, "hostname": "h2", "machine_id": null});
         let answer = server.post("/api/agents/register", &token_a, &body).await;
         assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+}
+
+/// Tenant A's admin token can neither see nor change anything of tenant B through the admin
+/// API: B's agents, inventory, metrics, alerts and tokens are not found, as if they did not
+/// exist. (The software search part needs the inventory work; see `admin_software_is_isolated`.)
+#[tokio::test]
+async fn admin_api_is_isolated() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let a = server.tenant("tenant-a").await;
+        let b = server.tenant("tenant-b").await;
+        let (agent_a, token_a) = crate::admin::agent(&server, &a, "host-a", "Linux").await;
+        let (agent_b, token_b) = crate::admin::agent(&server, &b, "host-b", "Linux").await;
+        for (agent, token) in [(&agent_a, &token_a), (&agent_b, &token_b)] {
+            crate::admin::post_metrics(&server, token, agent, &[(60, 99.0, 99.0, 99.0)]).await;
+            crate::admin::post_inventory(&server, token, agent, &[("openssl", "3.0.2")]).await;
+        }
+        let admin_a = a.admin_token.expose();
+
+        // Lists show only A's.
+        let (_, agents) = server.get("/api/admin/agents", admin_a).await;
+        assert_eq!(agents["total"], 1);
+        assert_eq!(agents["agents"][0]["id"], agent_a.as_str());
+        let (_, alerts) = server.get("/api/admin/alerts", admin_a).await;
+        assert_eq!(alerts["total_agents"], 1);
+        assert!(
+            alerts["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["agent_id"] == agent_a.as_str())
+        );
+        let (_, tokens) = server.get("/api/admin/tokens", admin_a).await;
+        let (_, tokens_b) = server
+            .get("/api/admin/tokens", b.admin_token.expose())
+            .await;
+        assert_eq!(tokens["total"], 3);
+        let ids_b: Vec<&Value> = tokens_b["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| &t["id"])
+            .collect();
+        assert!(
+            tokens["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| !ids_b.contains(&&t["id"]))
+        );
+
+        // B's agent by id: not found, like an agent that does not exist.
+        for suffix in ["", "/inventory", "/inventory?history", "/metrics"] {
+            let answer = server
+                .get(&format!("/api/admin/agents/{agent_b}{suffix}"), admin_a)
+                .await;
+            assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+            let (status, _) = server
+                .get(
+                    &format!("/api/admin/agents/{agent_b}{suffix}"),
+                    b.admin_token.expose(),
+                )
+                .await;
+            assert!(
+                status == StatusCode::OK || suffix.contains("history"),
+                "{suffix}"
+            );
+        }
+
+        // B's tokens cannot be revoked by A, and still work.
+        for token in tokens_b["tokens"].as_array().unwrap() {
+            let id = token["id"].as_str().unwrap();
+            let answer = server
+                .delete(&format!("/api/admin/tokens/{id}"), admin_a)
+                .await;
+            assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+        }
+        let (status, _) = server
+            .get("/api/admin/agents", b.admin_token.expose())
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = server
+            .post(
+                "/api/agents/heartbeat",
+                &token_b,
+                &crate::admin::heartbeat(&agent_b, None),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, live) = server
+            .get("/api/admin/tokens?revoked=true", b.admin_token.expose())
+            .await;
+        assert_eq!(live["total"], 0);
+
+        // A token created by A belongs to A.
+        let (status, created) = server
+            .post("/api/admin/tokens", admin_a, &json!({"kind": "enrol"}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let register = json!({"tenant_id": b.tenant.id, "hostname": "x", "machine_id": "x"});
+        let answer = server
+            .post(
+                "/api/agents/register",
+                created["token"].as_str().unwrap(),
+                &register,
+            )
+            .await;
+        assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
+    }
+}
+
+/// Needs the inventory work (`Store::software_search`): fails until it is merged.
+#[tokio::test]
+async fn admin_software_is_isolated() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let a = server.tenant("tenant-a").await;
+        let b = server.tenant("tenant-b").await;
+        let (agent_a, token_a) = crate::admin::agent(&server, &a, "host-a", "Linux").await;
+        let (agent_b, token_b) = crate::admin::agent(&server, &b, "host-b", "Linux").await;
+        crate::admin::post_inventory(&server, &token_a, &agent_a, &[("openssl", "3.0.2")]).await;
+        crate::admin::post_inventory(&server, &token_b, &agent_b, &[("openssl", "3.0.2")]).await;
+        let (status, hits) = server
+            .get("/api/admin/software?name=openssl", a.admin_token.expose())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{hits}");
+        assert_eq!(hits["total"], 1, "{hits}");
+        assert_eq!(hits["hits"][0]["agent_id"], agent_a.as_str());
     }
 }

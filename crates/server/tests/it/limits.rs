@@ -71,6 +71,7 @@ async fn oversize_bodies_and_gzip_bombs_are_413() {
             &backend,
             Limits {
                 max_body_bytes: limit,
+                ..Limits::default()
             },
         )
         .await;

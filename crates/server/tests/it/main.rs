@@ -1,6 +1,7 @@
 //! `muster-server`'s integration tests: a real server on 127.0.0.1:0 over a real SQLite file,
 //! and over PostgreSQL too when `MUSTER_TEST_DATABASE_URL` is set (`support::backends`).
 
+mod admin;
 mod agent;
 mod api;
 mod cli;

@@ -180,6 +180,16 @@ impl TestServer {
         .await
     }
 
+    /// `GET path` with `token` as bearer.
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        send(client().get(self.url(path)).bearer_auth(token)).await
+    }
+
+    /// `DELETE path` with `token` as bearer.
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        send(client().delete(self.url(path)).bearer_auth(token)).await
+    }
+
     /// Registers an agent; returns its id and token.
     pub async fn register(&self, tenant: &CreatedTenant, body: Value) -> (String, String) {
         let mut body = body;

@@ -98,7 +98,7 @@ pub(in crate::store) async fn find_token(
     hash: &str,
 ) -> Result<Option<TokenRecord>, StoreError> {
     let Some(row) = sqlx::query(
-        "SELECT id, tenant_id, kind, hash, agent_id, expires_at, revoked_at \
+        "SELECT id, tenant_id, kind, hash, agent_id, expires_at, revoked_at, last_used_at \
          FROM tokens WHERE hash = $1",
     )
     .bind(hash)
@@ -117,6 +117,7 @@ pub(in crate::store) async fn find_token(
         agent_id: row.try_get("agent_id")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
     }))
 }
 
@@ -182,9 +183,11 @@ pub(in crate::store) async fn heartbeat(
     now: i64,
     agent_version: &str,
     health: &str,
+    interval_s: Option<i64>,
 ) -> Result<(), StoreError> {
     let updated = sqlx::query(
-        "UPDATE agents SET last_seen = $1, agent_version = $2, health = $3 \
+        "UPDATE agents SET last_seen = $1, agent_version = $2, health = $3, \
+             heartbeat_interval_s = $6 \
          WHERE tenant_id = $4 AND id = $5",
     )
     .bind(now)
@@ -192,6 +195,7 @@ pub(in crate::store) async fn heartbeat(
     .bind(health)
     .bind(tenant_id)
     .bind(agent_id)
+    .bind(interval_s)
     .execute(pool)
     .await?;
     if updated.rows_affected() == 0 {
@@ -256,6 +260,23 @@ async fn insert_samples(
         .bind(sample.memory_usage)
         .bind(sample.disk_usage)
         .bind(&sample.data)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // The agent row keeps the newest figures, so the fleet list and the alerts never scan
+    // the metrics table; a batch arriving late does not overwrite a newer sample.
+    if let Some(latest) = samples.iter().max_by_key(|s| s.sampled_at) {
+        sqlx::query(
+            "UPDATE agents SET cpu_usage = $1, memory_usage = $2, disk_usage = $3, \
+                 metrics_at = $4 \
+             WHERE tenant_id = $5 AND id = $6 AND (metrics_at IS NULL OR metrics_at <= $4)",
+        )
+        .bind(latest.cpu_usage)
+        .bind(latest.memory_usage)
+        .bind(latest.disk_usage)
+        .bind(latest.sampled_at)
+        .bind(&meta.tenant_id)
+        .bind(&meta.agent_id)
         .execute(&mut *tx)
         .await?;
     }
