@@ -5,7 +5,7 @@ use super::{Backend, Store, StoreError, postgres, sqlite};
 
 // The admin and inventory areas' types the dashboard reads, reachable from here while
 // `store/mod.rs` keeps those modules private.
-pub use super::admin::{AgentFilter, AgentPage, AgentSummary};
+pub use super::admin::{AgentFilter, AgentPage, AgentSummary, Thresholds};
 pub use super::inventory::{
     InstalledPackage, InventoryChange, SoftwareHit, SoftwarePage, SoftwareQuery,
 };
@@ -30,25 +30,6 @@ pub struct SessionRecord {
     pub expires_at: i64,
 }
 
-/// Telemetry figures (percent) above which a host is listed as over its thresholds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    pub cpu: f64,
-    pub memory: f64,
-    pub disk: f64,
-}
-
-/// The seed's monitoring defaults (`[monitoring]` cpu/memory/disk thresholds).
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            cpu: 80.0,
-            memory: 80.0,
-            disk: 90.0,
-        }
-    }
-}
-
 /// The counts the fleet page opens with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FleetOverview {
@@ -56,7 +37,8 @@ pub struct FleetOverview {
     /// Agents per operating system (`os_name`, else `platform`), most common first, at most
     /// [`OS_MIX_ROWS`]; the rest are not listed.
     pub os_mix: Vec<(String, u64)>,
-    /// Hosts whose latest recent sample is over any threshold, and over each.
+    /// Hosts whose latest figures (kept on the agent's row at ingestion, sampled since
+    /// `recent_since`) are over any threshold, and over each.
     pub over_any: u64,
     pub over_cpu: u64,
     pub over_memory: u64,
@@ -91,8 +73,8 @@ impl Store {
         on_backend!(self, delete_expired_sessions(now))
     }
 
-    /// The tenant's fleet in counts: agents, the OS mix, and hosts whose latest sample (taken
-    /// since `recent_since`) is over `thresholds`. (Who is online is the admin area's
+    /// The tenant's fleet in counts: agents, the OS mix, and hosts whose latest figures
+    /// (sampled since `recent_since`) are over `thresholds`. (Who is online is the admin area's
     /// definition: see `list_agents_page`.)
     pub async fn fleet_overview(
         &self,

@@ -629,6 +629,9 @@ async fn the_fleet_list_filters_and_paginates() {
         page.assert_contains("<span class=\"figure\">55</span><span class=\"label\">agents</span>");
         page.assert_contains("Debian GNU/Linux 12");
         page.assert_lacks(">web-50<");
+        // The scanned host's latest CPU figure (96 %) is over its threshold.
+        page.assert_contains("<span class=\"figure warn\">1</span>");
+        page.assert_contains("CPU &gt; 80 %: 1");
 
         let page = get(&server, "/?page=2", Some(&cookie)).await;
         page.assert_contains("51–55 of 55");
@@ -693,9 +696,10 @@ async fn pages_stay_fast_at_ten_thousand_agents() {
                 let report_id = Uuid::now_v7();
                 let os = ["Debian GNU/Linux", "Ubuntu", "Rocky Linux", "Windows"][i % 4];
                 let seen = now - (i as i64 % 400);
+                let (cpu, memory, disk) = (i % 100, (i * 7) % 100, (i * 13) % 100);
                 agents.push(format!(
                     "('{agent_id}', '{tenant_id}', 'host:h{i}', 'host-{i:05}', 'linux', '{os}', \
-                     '1', 'x86_64', {now}, {seen})"
+                     '1', 'x86_64', {now}, {seen}, {cpu}, {memory}, {disk}, {seen})"
                 ));
                 reports.push(format!(
                     "('{report_id}', '{tenant_id}', '{agent_id}', 'metrics', {seen})"
@@ -711,7 +715,8 @@ async fn pages_stay_fast_at_ten_thousand_agents() {
                 &server,
                 format!(
                     "INSERT INTO agents (id, tenant_id, identity, hostname, platform, os_name, \
-                     os_version, arch, created_at, last_seen) VALUES {}; \
+                     os_version, arch, created_at, last_seen, cpu_usage, memory_usage, \
+                     disk_usage, metrics_at) VALUES {}; \
                      INSERT INTO reports (report_id, tenant_id, agent_id, kind, received_at) \
                      VALUES {}; \
                      INSERT INTO metrics (tenant_id, agent_id, report_id, sampled_at, cpu_usage, \

@@ -96,21 +96,16 @@ pub(in crate::store) async fn fleet_overview(
     .into_iter()
     .map(|row| Ok((row.try_get("os")?, count(row.try_get("agents")?))))
     .collect::<Result<Vec<_>, StoreError>>()?;
-    // Each agent's latest sample is one index seek on (tenant_id, agent_id, sampled_at), so
-    // this costs one seek per agent rather than a scan of every sample. Samples older than
-    // `recent_since` say nothing about "now" and are left out.
+    // The latest figures sit on the agent's row (kept at ingestion), so this is one pass over
+    // the tenant's agents. Figures older than `recent_since` say nothing about "now".
     let over = sqlx::query(
         "SELECT \
-             COUNT(DISTINCT CASE WHEN m.cpu_usage > $3 OR m.memory_usage > $4 \
-                 OR m.disk_usage > $5 THEN a.id END) AS over_any, \
-             COUNT(DISTINCT CASE WHEN m.cpu_usage > $3 THEN a.id END) AS over_cpu, \
-             COUNT(DISTINCT CASE WHEN m.memory_usage > $4 THEN a.id END) AS over_memory, \
-             COUNT(DISTINCT CASE WHEN m.disk_usage > $5 THEN a.id END) AS over_disk \
-         FROM agents a \
-         JOIN metrics m ON m.tenant_id = a.tenant_id AND m.agent_id = a.id \
-             AND m.sampled_at = (SELECT MAX(x.sampled_at) FROM metrics x \
-                 WHERE x.tenant_id = a.tenant_id AND x.agent_id = a.id) \
-         WHERE a.tenant_id = $1 AND m.sampled_at >= $2",
+             COUNT(CASE WHEN cpu_usage > $3 OR memory_usage > $4 OR disk_usage > $5 \
+                 THEN 1 END) AS over_any, \
+             COUNT(CASE WHEN cpu_usage > $3 THEN 1 END) AS over_cpu, \
+             COUNT(CASE WHEN memory_usage > $4 THEN 1 END) AS over_memory, \
+             COUNT(CASE WHEN disk_usage > $5 THEN 1 END) AS over_disk \
+         FROM agents WHERE tenant_id = $1 AND metrics_at >= $2",
     )
     .bind(tenant_id)
     .bind(recent_since)
