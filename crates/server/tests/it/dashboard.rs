@@ -604,6 +604,29 @@ async fn bad_fleet_parameters_are_400_pages() {
     }
 }
 
+#[tokio::test]
+async fn the_fleet_summary_counts_hosts_over_thresholds() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let (id, token) = agent(&server, &tenant, "busy", 1).await;
+        agent(&server, &tenant, "idle", 2).await;
+        server
+            .register(&tenant, json!({"hostname": "old-1", "platform": "linux"}))
+            .await;
+        // The scan's own sample, taken now, has CPU at 96 %: the latest figure.
+        report_scan(&server, &id, &token).await;
+        let cookie = login(&server, tenant.admin_token.expose()).await;
+        let page = get(&server, "/", Some(&cookie)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        page.assert_contains("<span class=\"figure\">3</span><span class=\"label\">agents</span>");
+        page.assert_contains("<span class=\"figure warn\">1</span>");
+        page.assert_contains("CPU &gt; 80 %: 1 · memory &gt; 80 %: 0 · disk &gt; 90 %: 0");
+        page.assert_contains("<a href=\"/?os=Debian%20GNU%2FLinux\">Debian GNU/Linux</a> <span class=\"muted\">2</span>");
+        page.assert_contains("<a href=\"/?os=linux\">linux</a> <span class=\"muted\">1</span>");
+    }
+}
+
 // ---- these need the admin store's `list_agents_page` ----
 
 #[tokio::test]
