@@ -137,7 +137,7 @@ impl Pager {
             pages: total.div_ceil(per_page).max(1),
             total,
             first: if shown == 0 { 0 } else { offset + 1 },
-            last: offset + shown as u64,
+            last: if shown == 0 { 0 } else { offset + shown as u64 },
             prev: (page > 1).then(|| link(page - 1)),
             next: (offset + per_page < total).then(|| link(page + 1)),
         }
@@ -209,6 +209,10 @@ mod tests {
         let last = Pager::new("/", &[], "page", 3, 50, 120, 20);
         assert_eq!((last.first, last.last), (101, 120));
         assert_eq!(last.next, None);
+        let beyond = Pager::new("/", &[], "page", 9, 50, 120, 0);
+        assert_eq!((beyond.first, beyond.last), (0, 0));
+        assert_eq!(beyond.prev.as_deref(), Some("/?page=8"));
+        assert_eq!(beyond.next, None);
         let empty = Pager::new("/", &[], "page", 1, 50, 0, 0);
         assert_eq!((empty.first, empty.last, empty.pages), (0, 0, 1));
         assert_eq!((empty.prev, empty.next), (None, None));

@@ -86,7 +86,8 @@ pub fn router_with(config: DashboardConfig) -> Router<AppState> {
         .route("/agents/{id}", get(agent))
         .route("/software", get(software))
         .route("/login", get(login_page).post(login))
-        .route("/logout", post(logout))
+        // A logout link followed (rather than the form posted) changes nothing.
+        .route("/logout", post(logout).get(|| async { Redirect::to("/") }))
         .route("/static/muster.css", get(stylesheet))
         .layer(DefaultBodyLimit::max(FORM_BODY_BYTES))
         .layer(Extension(config))

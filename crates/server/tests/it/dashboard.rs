@@ -297,7 +297,9 @@ async fn logout_ends_the_session_and_needs_the_form_token() {
         let page = get(&server, "/software", Some(&cookie)).await;
         let form_token = page.form_token();
 
-        // Without the form token, or from another site, the session stays.
+        // A followed link, no form token, or another site: the session stays.
+        let page = get(&server, "/logout", Some(&cookie)).await;
+        assert_eq!(page.location(), Some("/"));
         let page = post_form(&server, "/logout", Some(&cookie), &[], &[]).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN);
         page.assert_contains("<h1>403");
