@@ -46,6 +46,8 @@ pub struct Limits {
     /// Latest cpu/memory/disk percentages over which a host is listed in the alerts
     /// (defaults: the seed's 80, 80, 90).
     pub alert_thresholds: Thresholds,
+    /// How long a dashboard login lasts.
+    pub session_lifetime: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +57,7 @@ impl Default for Limits {
             agent_requests_per_minute: NonZeroU32::new(120),
             agent_burst: NonZeroU32::new(60).expect("non-zero"),
             alert_thresholds: Thresholds::default(),
+            session_lifetime: Duration::from_secs(12 * 60 * 60),
         }
     }
 }
@@ -115,6 +118,13 @@ struct FileConfig {
     limits: LimitsSection,
     retention: RetentionSection,
     alerts: AlertsSection,
+    dashboard: DashboardSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct DashboardSection {
+    session_hours: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +231,14 @@ impl ServerConfig {
             }
             config.retention.interval = Duration::from_secs(s);
         }
+        if let Some(hours) = file.dashboard.session_hours {
+            if !(1..=24 * 30).contains(&hours) {
+                return Err(format!(
+                    "[dashboard] session_hours: must be from 1 to 720, got {hours}"
+                ));
+            }
+            config.limits.session_lifetime = Duration::from_secs(u64::from(hours) * 60 * 60);
+        }
         for (key, value, slot) in [
             (
                 "cpu_threshold",
@@ -279,6 +297,8 @@ mod tests {
             cpu_threshold = 95
             memory_threshold = 85.5
             disk_threshold = 99
+            [dashboard]
+            session_hours = 2
             [retention]
             metrics_days = 7
             reports_days = 2
@@ -295,6 +315,10 @@ mod tests {
         assert_eq!(config.retention.metrics, Duration::from_secs(7 * DAY));
         assert_eq!(config.retention.reports, Duration::from_secs(2 * DAY));
         assert_eq!(config.retention.interval, Duration::from_secs(600));
+        assert_eq!(
+            config.limits.session_lifetime,
+            Duration::from_secs(2 * 60 * 60)
+        );
         assert_eq!(config.limits.alert_thresholds.cpu, 95.0);
         assert_eq!(config.limits.alert_thresholds.memory, 85.5);
         assert_eq!(config.limits.alert_thresholds.disk, 99.0);

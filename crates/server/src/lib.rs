@@ -68,7 +68,10 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .route("/api/openapi.json", get(openapi::serve))
         .nest("/api/admin", admin_api::router())
         .nest("/api", api::router())
-        .merge(dashboard::router())
+        .merge(dashboard::router_with(dashboard::DashboardConfig {
+            session_lifetime: state.limits.session_lifetime,
+            thresholds: state.limits.alert_thresholds,
+        }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     if with_metrics {

@@ -227,6 +227,11 @@ pub async fn housekeeping(state: AppState, retention: Retention) {
         tick.tick().await;
         state.ops.shrink();
         let now = jiff::Timestamp::now().as_second();
+        match state.store.delete_expired_sessions(now).await {
+            Ok(n) if n > 0 => debug!(sessions = n, "expired dashboard sessions deleted"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "deleting expired sessions failed"),
+        }
         match purge(&state.store, retention, now).await {
             Ok(purged) if purged.metrics + purged.reports > 0 => info!(
                 metrics = purged.metrics,

@@ -120,6 +120,8 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub store: Store,
+    /// The url the server opened (tests that seed data in bulk connect to it).
+    pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     /// Removed when the server is dropped (after `stop`, by field order).
     _database: TestDatabase,
@@ -137,7 +139,7 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let config = ServerConfig {
             listen: listener.local_addr().unwrap(),
-            database_url,
+            database_url: database_url.clone(),
             limits,
             ..ServerConfig::default()
         };
@@ -152,6 +154,7 @@ impl TestServer {
         TestServer {
             base,
             store,
+            database_url,
             stop: Some(stop),
             _database: database,
         }

@@ -9,8 +9,6 @@ mod inventory;
 mod ops;
 
 pub(in crate::store) use admin::*;
-// The dashboard area has nothing of its own yet.
-#[allow(unused_imports)]
 pub(in crate::store) use dashboard::*;
 pub(in crate::store) use inventory::*;
 pub(in crate::store) use ops::*;
