@@ -200,6 +200,7 @@ fn write_agent_config(
          inventory_interval = 3600\n\
          splay = 0\n\
          state_dir = \"state\"\n\
+         pid_file = \"agent.pid\"\n\
          log_level = \"warn\"\n\
          \n\
          [api]\n\

@@ -149,6 +149,8 @@ pub async fn run_with_metrics(
         let _ = metrics_server.await;
     }
     housekeeping.abort();
+    // Wait for it to be gone, so it never runs against a closed pool.
+    let _ = housekeeping.await;
     drop(stopped);
     store.close().await;
     info!("stopped");

@@ -55,7 +55,7 @@ impl Page {
 
 /// A client that does not follow redirects and keeps no cookies: each test says which cookie
 /// it sends.
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     let _ = crate::support::client();
     reqwest::Client::builder()
         .tls_certs_only(Vec::new())

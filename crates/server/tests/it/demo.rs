@@ -79,7 +79,7 @@ impl Demo {
     }
 
     /// SIGTERM, then the exit status within 20 s.
-    fn stop(mut self) -> std::process::ExitStatus {
+    fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -89,6 +89,17 @@ impl Demo {
             }
             assert!(Instant::now() < deadline, "the demo did not stop");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Demo {
+    /// A failed test must not leave a demo (and its agent) running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = self.child.wait();
         }
     }
 }
@@ -145,6 +156,36 @@ async fn the_demo_shows_this_machine_and_stops_cleanly_and_runs_again() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     store.close().await;
+
+    // The dashboard, as a browser sees it: log in with the printed token, find this machine
+    // in the fleet and on its own page.
+    let browser = crate::dashboard::browser();
+    let login = browser
+        .post(format!("{dashboard}login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={admin_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), reqwest::StatusCode::SEE_OTHER);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    for page in [String::new(), format!("agents/{agent_id}")] {
+        let response = browser
+            .get(format!("{dashboard}{page}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "/{page}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains(hostname.trim()), "/{page}: {html}");
+    }
 
     let status = demo.stop();
     assert!(status.success(), "{status:?}");
