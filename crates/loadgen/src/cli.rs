@@ -87,6 +87,9 @@ pub struct Args {
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the result as JSON to FILE.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,

@@ -102,6 +102,9 @@ impl Http {
             base.scheme()
         );
         let url = |path: &str| base.join(path).expect("the api paths are relative urls");
+        // reqwest wants a crypto provider even for plain http; an error only means one is
+        // installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -328,11 +331,15 @@ async fn enrol(
     }
     save_prefix(config, enrolments, &mut new)?;
     let missing = new.iter().filter(|n| n.is_none()).count();
-    anyhow::ensure!(
-        missing == 0,
-        "{missing} agents could not register ({} errors in all); rerun to retry them",
-        recorder.errors()
-    );
+    if missing > 0 {
+        let all = recorder.phase(started.elapsed()).all;
+        anyhow::bail!(
+            "{missing} agents could not register (failures: statuses {:?}, {} transport); \
+             rerun to retry them",
+            all.statuses,
+            all.transport_errors
+        );
+    }
     Ok((recorder, started.elapsed()))
 }
 

@@ -33,8 +33,12 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .build()
         .context("starting the runtime")?;
     let report = runtime.block_on(muster_loadgen::run(&config, payloads))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.output {
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
         print!("{}", report.table());
     }

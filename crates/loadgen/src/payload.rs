@@ -24,6 +24,9 @@ use crate::rng::Rng;
 /// Bodies larger than this are gzip-compressed (the agent's `client::GZIP_THRESHOLD`).
 pub const GZIP_THRESHOLD: usize = 1024;
 
+/// Bodies larger than this are compressed at the fastest level (see [`Body::json`]).
+const FAST_GZIP_ABOVE: usize = 64 * 1024;
+
 /// The agent version the simulated agents claim.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -44,10 +47,15 @@ impl Body {
                 gzip: false,
             };
         }
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity(json.len() / 6),
-            flate2::Compression::default(),
-        );
+        // The agent compresses at the default level. Full inventories (~190 KB) are made
+        // at the fastest level instead: 1.5 ms rather than 3.6 ms of the generator's CPU per
+        // body, 33 KB rather than 24 KB on the wire, and the same inflating for the server.
+        let level = if json.len() > FAST_GZIP_ABOVE {
+            flate2::Compression::fast()
+        } else {
+            flate2::Compression::default()
+        };
+        let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(json.len() / 6), level);
         encoder.write_all(&json).expect("writing to memory");
         Body {
             bytes: encoder.finish().expect("writing to memory"),
