@@ -1,0 +1,3 @@
+//! The load generator's integration tests: one binary, a module per area.
+
+mod load;
