@@ -492,7 +492,12 @@ async fn load(
                         ..AgentHealth::default()
                     };
                     let uptime = agent.uptime_at_start + now_ms / 1000;
-                    let body = payloads.heartbeat(&enrolment.agent_id, uptime, health);
+                    let body = payloads.heartbeat(
+                        &enrolment.agent_id,
+                        uptime,
+                        config.intervals.heartbeat.as_secs(),
+                        health,
+                    );
                     (Endpoint::Heartbeat, 0, body)
                 }
                 Job::Telemetry => {

@@ -315,13 +315,21 @@ impl Payloads {
         })
     }
 
-    pub fn heartbeat(&self, agent_id: &str, uptime_s: u64, health: AgentHealth) -> Body {
+    /// A heartbeat, saying the interval it comes at as the real agent does.
+    pub fn heartbeat(
+        &self,
+        agent_id: &str,
+        uptime_s: u64,
+        interval_s: u64,
+        health: AgentHealth,
+    ) -> Body {
         Body::json(&Heartbeat {
             agent_id: agent_id.to_owned(),
             datetime: Timestamp::now(),
             agent_version: AGENT_VERSION.to_owned(),
             uptime_s,
             health,
+            heartbeat_interval_s: Some(interval_s),
         })
     }
 
@@ -465,7 +473,7 @@ mod tests {
     #[test]
     fn small_bodies_are_plain_and_large_ones_gzip() {
         let p = Payloads::new(template(), 1, 3);
-        let hb = p.heartbeat("a", 10, AgentHealth::default());
+        let hb = p.heartbeat("a", 10, 60, AgentHealth::default());
         assert!(!hb.gzip);
         let hb: Heartbeat = serde_json::from_slice(&hb.bytes).unwrap();
         assert_eq!(hb.agent_id, "a");

@@ -53,8 +53,9 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn name_hash(name: &str) -> u64 {
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// ~800 (name, versions) pairs: this machine's packages, topped up with synthetic ones.
@@ -75,7 +76,10 @@ fn catalogue() -> Vec<(String, Vec<String>)> {
     base.truncate(PACKAGES_PER_HOST - 1);
     let mut k = 0;
     while base.len() < PACKAGES_PER_HOST - 1 {
-        base.push((format!("libsynthetic{k}"), format!("1.{}.{}-{}", k % 7, k % 13, 1 + k % 3)));
+        base.push((
+            format!("libsynthetic{k}"),
+            format!("1.{}.{}-{}", k % 7, k % 13, 1 + k % 3),
+        ));
         k += 1;
     }
     let mut catalogue: Vec<(String, Vec<String>)> = base
@@ -110,11 +114,9 @@ fn is_current(path: &std::path::Path, hosts: u64) -> bool {
     let Ok(conn) = rusqlite::Connection::open(path) else {
         return false;
     };
-    conn.query_row(
-        "SELECT hosts, version FROM bench_meta",
-        [],
-        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-    )
+    conn.query_row("SELECT hosts, version FROM bench_meta", [], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+    })
     .is_ok_and(|(h, v)| h == hosts as i64 && v == DATA_VERSION)
 }
 
@@ -125,7 +127,11 @@ fn agent_id(h: u64) -> String {
 /// Hostnames sort in another order than the hosts were added.
 fn hostname(h: u64) -> String {
     const ROLES: &[&str] = &["app", "cache", "db", "edge", "mq", "search", "web"];
-    format!("{}-{:06}", ROLES[(mix(h) % 7) as usize], mix(h ^ 0xabcdef) % 1_000_000)
+    format!(
+        "{}-{:06}",
+        ROLES[(mix(h) % 7) as usize],
+        mix(h ^ 0xabcdef) % 1_000_000
+    )
 }
 
 fn build(path: &std::path::Path, hosts: u64) -> rusqlite::Result<()> {
@@ -153,7 +159,13 @@ fn build(path: &std::path::Path, hosts: u64) -> rusqlite::Result<()> {
             let mut row = Vec::with_capacity(versions.len());
             for version in versions {
                 id += 1;
-                insert.execute(rusqlite::params![id, TENANT, name, name.to_lowercase(), version])?;
+                insert.execute(rusqlite::params![
+                    id,
+                    TENANT,
+                    name,
+                    name.to_lowercase(),
+                    version
+                ])?;
                 row.push(id);
             }
             ids.push(row);
@@ -290,11 +302,15 @@ fn main() {
     ];
 
     for (label, query) in &searches {
-        let page = runtime.block_on(store.software_search(TENANT, query)).unwrap();
+        let page = runtime
+            .block_on(store.software_search(TENANT, query))
+            .unwrap();
         let mut samples = Vec::new();
         for k in 0..320 {
             let started = Instant::now();
-            let page = runtime.block_on(store.software_search(TENANT, query)).unwrap();
+            let page = runtime
+                .block_on(store.software_search(TENANT, query))
+                .unwrap();
             let took = started.elapsed();
             black_box(page);
             // The first 20 calls warm the caches.
