@@ -21,7 +21,8 @@ use crate::error::ApiError;
 use crate::extract::{AgentCaller, ApiJson, EnrolCaller};
 use crate::ingest;
 use crate::store::{
-    AgentRegistration, Ingested, MetricsRow, NewInventory, ReportKind, ReportMeta, StoreError,
+    AgentRegistration, Ingested, MetricsRow, NOT_HELD, NewInventory, ReportKind, ReportMeta,
+    StoreError,
 };
 use crate::token::{Token, TokenKind};
 
@@ -335,9 +336,7 @@ async fn daemon_report(
     let inventory = new_inventory(&report);
     let ingested = state
         .store
-        .ingest_inventory(&meta(caller, report_id, kind), &samples, |_| {
-            Ok(Some(inventory))
-        })
+        .ingest_inventory(&meta(caller, report_id, kind), &samples, |_| Ok(inventory))
         .await?;
     Ok(ack(report_id, ingested))
 }
@@ -347,8 +346,6 @@ async fn inventory_upload(
     caller: &AgentCaller,
     upload: InventoryUpload,
 ) -> Result<InventoryAck, ApiError> {
-    let not_held =
-        || StoreError::Conflict("the base inventory is not held; send it in full".into());
     match upload {
         InventoryUpload::Full { hash, report } => {
             let mut report = report;
@@ -364,7 +361,7 @@ async fn inventory_upload(
                 .ingest_inventory(
                     &meta(caller, report_id, ReportKind::InventoryFull),
                     &samples,
-                    |_| Ok(Some(inventory)),
+                    |_| Ok(inventory),
                 )
                 .await?;
             Ok(ack(report_id, ingested))
@@ -384,13 +381,13 @@ async fn inventory_upload(
             let update = |stored: Option<crate::store::StoredInventory>| {
                 let stored = stored
                     .filter(|s| s.hash == base_hash)
-                    .ok_or_else(not_held)?;
+                    .ok_or_else(|| StoreError::Conflict(NOT_HELD.into()))?;
                 let base: DaemonReport = serde_json::from_str(&stored.report)
                     .map_err(|e| StoreError::Corrupt(format!("stored inventory: {e}")))?;
                 let merged = ingest::apply_delta(base, report, &removed);
                 let inventory = new_inventory(&merged);
                 warn_on_hash_mismatch(caller, &hash, &inventory.hash);
-                Ok(Some(inventory))
+                Ok(inventory)
             };
             let ingested = state
                 .store
@@ -412,16 +409,11 @@ async fn inventory_upload(
             if !agent_id.is_empty() {
                 check_agent(caller, &agent_id)?;
             }
-            let update = |stored: Option<crate::store::StoredInventory>| {
-                stored.filter(|s| s.hash == hash).ok_or_else(not_held)?;
-                Ok(None)
-            };
             let ingested = state
                 .store
-                .ingest_inventory(
+                .ingest_unchanged(
                     &meta(caller, report_id, ReportKind::InventoryUnchanged),
-                    &[],
-                    update,
+                    &hash,
                 )
                 .await?;
             Ok(ack(report_id, ingested))

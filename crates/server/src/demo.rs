@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 
 use crate::cli::DemoArgs;
 use crate::config::ServerConfig;
-use crate::store::{NewToken, Store};
+use crate::store::Store;
 use crate::token::{Token, TokenKind};
 
 /// The tenant the demo creates.
@@ -111,26 +111,17 @@ async fn demo_tokens(store: &Store, data_dir: &Path) -> anyhow::Result<DemoToken
     let path = data_dir.join("demo-tokens.json");
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Ok(saved) = serde_json::from_str::<DemoTokens>(&text)
-        && token_works(store, &saved.enrolment_token, TokenKind::Enrol).await
-        && token_works(store, &saved.admin_token, TokenKind::Admin).await
+        && token_works(store, &saved, &saved.enrolment_token, TokenKind::Enrol).await
+        && token_works(store, &saved, &saved.admin_token, TokenKind::Admin).await
     {
         return Ok(saved);
     }
-    let tenants = store.list_tenants().await?;
-    let tokens = match tenants.iter().find(|t| t.name == DEMO_TENANT) {
+    let tokens = match crate::admin::find_tenant(store, DEMO_TENANT).await? {
         Some(tenant) => {
-            let enrol = Token::generate(TokenKind::Enrol);
-            let admin = Token::generate(TokenKind::Admin);
-            store
-                .add_tokens(
-                    &tenant.id,
-                    &[
-                        NewToken::new(TokenKind::Enrol, enrol.hash(), None),
-                        NewToken::new(TokenKind::Admin, admin.hash(), None),
-                    ],
-                    jiff::Timestamp::now().as_second(),
-                )
-                .await?;
+            let now = jiff::Timestamp::now().as_second();
+            let token = |kind| crate::admin::create_token(store, &tenant.id, kind, None, None, now);
+            let (_, enrol) = token(TokenKind::Enrol).await?;
+            let (_, admin) = token(TokenKind::Admin).await?;
             DemoTokens {
                 tenant_id: tenant.id.clone(),
                 enrolment_token: enrol.expose().to_owned(),
@@ -151,36 +142,24 @@ async fn demo_tokens(store: &Store, data_dir: &Path) -> anyhow::Result<DemoToken
     Ok(tokens)
 }
 
-/// Whether `text` is a live token of `kind` in the store.
-async fn token_works(store: &Store, text: &str, kind: TokenKind) -> bool {
+/// Whether `text` is a live token of `kind` of the saved demo tenant.
+async fn token_works(store: &Store, saved: &DemoTokens, text: &str, kind: TokenKind) -> bool {
     let Some(token) = Token::parse(text) else {
         return false;
     };
     match store.find_token(&token.hash()).await {
         Ok(Some(record)) => {
-            record.kind == kind
-                && record.revoked_at.is_none()
-                && record
-                    .expires_at
-                    .is_none_or(|at| at > jiff::Timestamp::now().as_second())
+            record.tenant_id == saved.tenant_id
+                && record.is_live(kind, jiff::Timestamp::now().as_second())
         }
         _ => false,
     }
 }
 
-/// Writes a file readable by its owner only: it holds tokens.
+/// Writes a file readable by its owner only (it holds tokens), atomically.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    muster_agent::atomic::write(path, bytes, Some(0o600))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The agent's configuration for the demo: this server, the demo tenant, short intervals and

@@ -124,16 +124,15 @@ pub async fn run_with_metrics(
         "listening"
     );
     let housekeeping = tokio::spawn(ops::housekeeping(state.clone(), config.retention));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = match metrics_listener {
         Some(metrics_listener) => {
             info!(address = %metrics_listener.local_addr()?, "serving /metrics");
             let app = metrics_router(state.clone());
-            let mut stopped = stopped.clone();
             Some(tokio::spawn(async move {
                 axum::serve(metrics_listener, app)
                     .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
+                        let _ = stopped.await;
                     })
                     .await
             }))
@@ -144,14 +143,13 @@ pub async fn run_with_metrics(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    let _ = stop.send(true);
+    let _ = stop.send(());
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;
     }
     housekeeping.abort();
     // Wait for it to be gone, so it never runs against a closed pool.
     let _ = housekeeping.await;
-    drop(stopped);
     store.close().await;
     info!("stopped");
     served?;

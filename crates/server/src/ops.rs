@@ -160,30 +160,27 @@ fn retry_after_seconds(wait: Duration) -> u64 {
 /// Middleware: counts and times every routed request, and counts accepted reports.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
+    let mut labels = RequestLabels {
+        method: request.method().as_str().to_owned(),
+        route: request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str())
+            .to_owned(),
+        status: 0,
+    };
     let response = next.run(request).await;
     let elapsed = started.elapsed();
-    let status = response.status();
+    labels.status = response.status().as_u16();
     let ops = &state.ops;
-    ops.requests
-        .get_or_create(&RequestLabels {
-            method: method.clone(),
-            route: route.clone(),
-            status: status.as_u16(),
-        })
-        .inc();
+    ops.requests.get_or_create(&labels).inc();
     ops.durations
         .get_or_create(&RouteLabels {
-            route: route.clone(),
+            route: labels.route.clone(),
         })
         .observe(elapsed.as_secs_f64());
-    if status.is_success() && method == "POST" {
-        let kind = match route.as_str() {
+    if response.status().is_success() && labels.method == "POST" {
+        let kind = match labels.route.as_str() {
             "/api/system/report" => Some("inventory"),
             "/api/metrics/report" => Some("metrics"),
             _ => None,
@@ -193,9 +190,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
     debug!(
-        method = %method,
-        route = %route,
-        status = status.as_u16(),
+        method = %labels.method,
+        route = %labels.route,
+        status = labels.status,
         elapsed_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
@@ -217,11 +214,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Runs the clean-up every `retention.interval` until the task is dropped: telemetry and
-/// report records past their retention, and the rate limiter's idle entries. Each replica may
-/// run it; the deletes are idempotent.
+/// Runs the clean-up every `retention.interval`, the first one interval after start, until the
+/// task is dropped: telemetry and report records past their retention, expired dashboard
+/// sessions, and the rate limiter's idle entries. Each replica may run it; the deletes are
+/// idempotent.
 pub async fn housekeeping(state: AppState, retention: Retention) {
-    let mut tick = tokio::time::interval(retention.interval);
+    // The first clean-up is one interval after start: a restart does no extra work, and a
+    // fleet of replicas started together does not delete in step.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + retention.interval,
+        retention.interval,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

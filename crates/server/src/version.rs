@@ -213,43 +213,7 @@ pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
         if ac.is_none() || bc.is_none() {
             break;
         }
-        let (start_a, start_b) = (i, j);
-        let numeric = a[i].is_ascii_digit();
-        let class = |c: u8| {
-            if numeric {
-                c.is_ascii_digit()
-            } else {
-                c.is_ascii_alphabetic()
-            }
-        };
-        while i < a.len() && class(a[i]) {
-            i += 1;
-        }
-        while j < b.len() && class(b[j]) {
-            j += 1;
-        }
-        // Segments of different kinds: the numeric one is newer.
-        if j == start_b {
-            return if numeric {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            };
-        }
-        let (mut one, mut two) = (&a[start_a..i], &b[start_b..j]);
-        if numeric {
-            while one.first() == Some(&b'0') {
-                one = &one[1..];
-            }
-            while two.first() == Some(&b'0') {
-                two = &two[1..];
-            }
-            match one.len().cmp(&two.len()) {
-                Ordering::Equal => {}
-                longer => return longer,
-            }
-        }
-        match one.cmp(two) {
+        match next_segment(a, &mut i, b, &mut j) {
             Ordering::Equal => {}
             other => return other,
         }
@@ -259,6 +223,48 @@ pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
         (true, false) => Ordering::Less,
         _ => Ordering::Greater,
     }
+}
+
+/// Compares the segments at `a[*i..]` and `b[*j..]` as rpmvercmp and libalpm do, moving both
+/// past them: a run of digits (numerically) or of letters, of the kind `a[*i]` starts. A
+/// segment of the other kind in `b` decides at once: the numeric one is newer.
+fn next_segment(a: &[u8], i: &mut usize, b: &[u8], j: &mut usize) -> Ordering {
+    let (start_a, start_b) = (*i, *j);
+    let numeric = a[start_a].is_ascii_digit();
+    let class = |c: u8| {
+        if numeric {
+            c.is_ascii_digit()
+        } else {
+            c.is_ascii_alphabetic()
+        }
+    };
+    while *i < a.len() && class(a[*i]) {
+        *i += 1;
+    }
+    while *j < b.len() && class(b[*j]) {
+        *j += 1;
+    }
+    if *j == start_b {
+        return if numeric {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
+    }
+    let (mut one, mut two) = (&a[start_a..*i], &b[start_b..*j]);
+    if numeric {
+        while one.first() == Some(&b'0') {
+            one = &one[1..];
+        }
+        while two.first() == Some(&b'0') {
+            two = &two[1..];
+        }
+        match one.len().cmp(&two.len()) {
+            Ordering::Equal => {}
+            longer => return longer,
+        }
+    }
+    one.cmp(two)
 }
 
 /// `[epoch:]version[-release]` as rpm splits an EVR: the epoch is the digits before the first
@@ -316,42 +322,7 @@ fn alpm_rpmvercmp(a: &str, b: &str) -> Ordering {
             Ordering::Equal => {}
             other => return other,
         }
-        let (start_a, start_b) = (i, j);
-        let numeric = a[i].is_ascii_digit();
-        let class = |c: u8| {
-            if numeric {
-                c.is_ascii_digit()
-            } else {
-                c.is_ascii_alphabetic()
-            }
-        };
-        while i < a.len() && class(a[i]) {
-            i += 1;
-        }
-        while j < b.len() && class(b[j]) {
-            j += 1;
-        }
-        if j == start_b {
-            return if numeric {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            };
-        }
-        let (mut one, mut two) = (&a[start_a..i], &b[start_b..j]);
-        if numeric {
-            while one.first() == Some(&b'0') {
-                one = &one[1..];
-            }
-            while two.first() == Some(&b'0') {
-                two = &two[1..];
-            }
-            match one.len().cmp(&two.len()) {
-                Ordering::Equal => {}
-                longer => return longer,
-            }
-        }
-        match one.cmp(two) {
+        match next_segment(a, &mut i, b, &mut j) {
             Ordering::Equal => {}
             other => return other,
         }

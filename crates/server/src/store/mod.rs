@@ -84,6 +84,14 @@ pub struct TokenRecord {
     pub last_used_at: Option<i64>,
 }
 
+impl TokenRecord {
+    /// Whether the token lets its holder act as `kind` at `now` (unix seconds): of that kind,
+    /// not revoked, not expired.
+    pub fn is_live(&self, kind: TokenKind, now: i64) -> bool {
+        self.kind == kind && self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
 /// What registration knows about an agent.
 #[derive(Debug, Clone)]
 pub struct AgentRegistration {
@@ -231,6 +239,9 @@ pub use admin::{
 };
 pub use inventory::{InstalledPackage, InventoryChange, SoftwareHit, SoftwarePage, SoftwareQuery};
 
+/// Why an upload that builds on the held inventory was refused: the server holds another.
+pub const NOT_HELD: &str = "the base inventory is not held; send it in full";
+
 /// The default database: a SQLite file in `./muster-data/`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://muster-data/muster.db";
 
@@ -267,16 +278,6 @@ impl Store {
         tokens: &[NewToken],
     ) -> Result<(), StoreError> {
         on_backend!(self, create_tenant(tenant, tokens))
-    }
-
-    /// Adds tokens to an existing tenant.
-    pub async fn add_tokens(
-        &self,
-        tenant_id: &str,
-        tokens: &[NewToken],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        on_backend!(self, add_tokens(tenant_id, tokens, now))
     }
 
     /// Every tenant (an operator's view, not a tenant's).
@@ -322,8 +323,8 @@ impl Store {
 
     /// Ingests an inventory report once per report id. Within one transaction: records the
     /// report (a retry of a stored id answers `duplicate` and changes nothing), reads the
-    /// stored inventory, lets `update` decide the new one (`None` keeps it; an `Err` — a delta
-    /// on the wrong base — undoes everything), stores it and the report's metrics samples.
+    /// stored inventory, lets `update` make the new one (an `Err` — a delta on the wrong base —
+    /// undoes everything), stores it and the report's metrics samples.
     pub async fn ingest_inventory<F>(
         &self,
         meta: &ReportMeta,
@@ -331,9 +332,20 @@ impl Store {
         update: F,
     ) -> Result<Ingested, StoreError>
     where
-        F: FnOnce(Option<StoredInventory>) -> Result<Option<NewInventory>, StoreError> + Send,
+        F: FnOnce(Option<StoredInventory>) -> Result<NewInventory, StoreError> + Send,
     {
         on_backend!(self, ingest_inventory(meta, samples, update))
+    }
+
+    /// Ingests an "unchanged" report once per report id: the held inventory must be `hash`
+    /// (else [`StoreError::Conflict`] with [`NOT_HELD`], and nothing is recorded); it is kept,
+    /// and its time moves on.
+    pub async fn ingest_unchanged(
+        &self,
+        meta: &ReportMeta,
+        hash: &str,
+    ) -> Result<Ingested, StoreError> {
+        on_backend!(self, ingest_unchanged(meta, hash))
     }
 
     /// Ingests telemetry samples once per report id.

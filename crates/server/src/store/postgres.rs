@@ -14,6 +14,7 @@ mod statements;
 pub(super) use statements::*;
 
 type Pool = PgPool;
+type Db = sqlx::Postgres;
 type Conn = sqlx::PgConnection;
 
 /// Connections in the pool.

@@ -16,6 +16,7 @@ mod statements;
 pub(super) use statements::*;
 
 type Pool = SqlitePool;
+type Db = sqlx::Sqlite;
 type Conn = sqlx::SqliteConnection;
 
 /// Connections in the pool. SQLite has one writer at a time; readers run beside it (WAL).

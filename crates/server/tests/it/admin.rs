@@ -17,21 +17,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::{metrics, report};
-use crate::support::{TestServer, assert_error, backends, client, send};
-
-/// A heartbeat body of `agent_id`, promising `interval_s` if given.
-pub fn heartbeat(agent_id: &str, interval_s: Option<u64>) -> Value {
-    let mut body = json!({
-        "agent_id": agent_id, "datetime": Timestamp::now(), "agent_version": "1.2.3",
-        "uptime_s": 5, "health": {"scans_completed": 3, "errors": 0, "spool_items": 0,
-        "spool_bytes": 0, "dropped_reports": 0, "queue_depth": 0, "last_inventory": null,
-        "last_telemetry": null}
-    });
-    if let Some(interval) = interval_s {
-        body["heartbeat_interval_s"] = json!(interval);
-    }
-    body
-}
+use crate::support::{TestServer, assert_error, backends, client, heartbeat, send};
 
 /// Registers `hostname` on `platform`; its id and token.
 pub async fn agent(
@@ -422,9 +408,10 @@ async fn inventory_latest_and_metrics_over_a_window() {
         );
 
         let now = Timestamp::now().as_second();
-        // Unix seconds and RFC 3339 alike; `to` is exclusive.
+        // Unix seconds and RFC 3339 alike. `to` stays well before the sample taken 60 s
+        // before posting, however many seconds have passed since.
         let from = Timestamp::from_second(now - 4000).unwrap();
-        let query = format!("{path}?from={from}&to={}", now - 60);
+        let query = format!("{path}?from={from}&to={}", now - 600);
         let (status, window) = server.get(&query, admin).await;
         assert_eq!(status, StatusCode::OK, "{window}");
         assert_eq!(window["samples"].as_array().unwrap().len(), 1);

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::{metrics, report};
-use crate::support::{TestServer, assert_error, backends, public_key};
+use crate::support::{TestServer, assert_error, backends, heartbeat, public_key};
 
 #[tokio::test]
 async fn tenants_are_isolated() {
@@ -51,12 +51,7 @@ async fn tenants_are_isolated() {
         assert_ne!(agent_a, agent_b);
 
         // B's agent cannot act as A's.
-        let heartbeat = json!({
-            "agent_id": agent_a, "datetime": jiff::Timestamp::now(), "agent_version": "x",
-            "uptime_s": 1, "health": {"scans_completed": 0, "errors": 0, "spool_items": 0,
-            "spool_bytes": 0, "dropped_reports": 0, "queue_depth": 0, "last_inventory": null,
-            "last_telemetry": null}
-        });
+        let heartbeat = heartbeat(&agent_a, None);
         let answer = server
             .post("/api/agents/heartbeat", &token_b, &heartbeat)
             .await;
@@ -222,7 +217,7 @@ async fn admin_api_is_isolated() {
             .post(
                 "/api/agents/heartbeat",
                 &token_b,
-                &crate::admin::heartbeat(&agent_b, None),
+                &heartbeat(&agent_b, None),
             )
             .await;
         assert_eq!(status, StatusCode::OK);

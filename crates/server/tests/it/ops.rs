@@ -12,17 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::metrics;
-use crate::support::{TestServer, assert_error, backends, client, public_key};
-
-fn heartbeat(agent_id: &str) -> Value {
-    json!({
-        "agent_id": agent_id, "datetime": Timestamp::now(), "agent_version": "0.1.0",
-        "uptime_s": 5,
-        "health": {"scans_completed": 1, "errors": 0, "spool_items": 0, "spool_bytes": 0,
-                   "dropped_reports": 0, "queue_depth": 0, "last_inventory": null,
-                   "last_telemetry": null}
-    })
-}
+use crate::support::{TestServer, assert_error, backends, client, heartbeat, public_key};
 
 #[tokio::test]
 async fn an_agent_over_its_rate_is_answered_429_with_retry_after_and_others_are_not() {
@@ -48,7 +38,7 @@ async fn an_agent_over_its_rate_is_answered_429_with_retry_after_and_others_are_
             .await;
         for _ in 0..3 {
             let (status, answer) = server
-                .post("/api/agents/heartbeat", &a_token, &heartbeat(&a))
+                .post("/api/agents/heartbeat", &a_token, &heartbeat(&a, None))
                 .await;
             assert_eq!(status, StatusCode::OK, "{answer}");
         }
@@ -56,7 +46,7 @@ async fn an_agent_over_its_rate_is_answered_429_with_retry_after_and_others_are_
             .post(server.url("/api/agents/heartbeat"))
             .bearer_auth(&a_token)
             .header("content-type", "application/json")
-            .body(heartbeat(&a).to_string())
+            .body(heartbeat(&a, None).to_string())
             .send()
             .await
             .unwrap();
@@ -72,12 +62,12 @@ async fn an_agent_over_its_rate_is_answered_429_with_retry_after_and_others_are_
         assert_eq!(body["error"]["code"], "rate_limited");
 
         let (status, answer) = server
-            .post("/api/agents/heartbeat", &b_token, &heartbeat(&b))
+            .post("/api/agents/heartbeat", &b_token, &heartbeat(&b, None))
             .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         // A bad token is 401, not 429: the limit counts authenticated agents only.
         let answer = server
-            .post("/api/agents/heartbeat", "mst_agent_x", &heartbeat(&a))
+            .post("/api/agents/heartbeat", "mst_agent_x", &heartbeat(&a, None))
             .await;
         assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
     }
@@ -102,7 +92,7 @@ async fn metrics_count_requests_reports_and_agents() {
             )
             .await;
         let (status, _) = server
-            .post("/api/agents/heartbeat", &token, &heartbeat(&id))
+            .post("/api/agents/heartbeat", &token, &heartbeat(&id, None))
             .await;
         assert_eq!(status, StatusCode::OK);
         let body = json!({

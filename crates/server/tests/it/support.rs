@@ -6,6 +6,7 @@
 
 use std::sync::Once;
 
+use jiff::Timestamp;
 use muster_server::admin::CreatedTenant;
 use muster_server::store::Store;
 use muster_server::{Limits, ServerConfig};
@@ -250,4 +251,18 @@ pub fn assert_error(answer: &(StatusCode, Value), status: StatusCode, code: &str
 pub fn public_key(seed: u8) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode([seed; 32])
+}
+
+/// A heartbeat body of `agent_id`, promising `interval_s` if given.
+pub fn heartbeat(agent_id: &str, interval_s: Option<u64>) -> Value {
+    let mut body = json!({
+        "agent_id": agent_id, "datetime": Timestamp::now(), "agent_version": "1.2.3",
+        "uptime_s": 5, "health": {"scans_completed": 3, "errors": 0, "spool_items": 0,
+        "spool_bytes": 0, "dropped_reports": 0, "queue_depth": 0, "last_inventory": null,
+        "last_telemetry": null}
+    });
+    if let Some(interval) = interval_s {
+        body["heartbeat_interval_s"] = json!(interval);
+    }
+    body
 }

@@ -16,10 +16,10 @@ pub(in crate::store) use ops::*;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{Conn, Pool};
+use super::{Conn, Db, Pool};
 use crate::store::{
-    AgentRecord, AgentRegistration, Ingested, MetricsRow, NewInventory, NewToken, ReportMeta,
-    StoreError, StoredInventory, Tenant, TokenRecord,
+    AgentRecord, AgentRegistration, Ingested, MetricsRow, NOT_HELD, NewInventory, NewToken,
+    ReportMeta, StoreError, StoredInventory, Tenant, TokenRecord,
 };
 use crate::token::TokenKind;
 
@@ -51,20 +51,6 @@ pub(in crate::store) async fn create_tenant(
     }
     for token in tokens {
         insert_token(&mut tx, &tenant.id, token, tenant.created_at).await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-pub(in crate::store) async fn add_tokens(
-    pool: &Pool,
-    tenant_id: &str,
-    tokens: &[NewToken],
-    now: i64,
-) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    for token in tokens {
-        insert_token(&mut tx, tenant_id, token, now).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -327,6 +313,20 @@ async fn current_hash(
     )
 }
 
+/// The answer to a report id this agent stored before: nothing changes.
+async fn duplicate(
+    tx: sqlx::Transaction<'static, Db>,
+    meta: &ReportMeta,
+) -> Result<Ingested, StoreError> {
+    let mut tx = tx;
+    let hash = current_hash(&mut tx, &meta.tenant_id, &meta.agent_id).await?;
+    tx.rollback().await?;
+    Ok(Ingested {
+        duplicate: true,
+        hash,
+    })
+}
+
 pub(in crate::store) async fn ingest_inventory<F>(
     pool: &Pool,
     meta: &ReportMeta,
@@ -334,61 +334,69 @@ pub(in crate::store) async fn ingest_inventory<F>(
     update: F,
 ) -> Result<Ingested, StoreError>
 where
-    F: FnOnce(Option<StoredInventory>) -> Result<Option<NewInventory>, StoreError> + Send,
+    F: FnOnce(Option<StoredInventory>) -> Result<NewInventory, StoreError> + Send,
 {
     let mut tx = pool.begin().await?;
     if !record_report(&mut tx, meta).await? {
-        let hash = current_hash(&mut tx, &meta.tenant_id, &meta.agent_id).await?;
-        tx.rollback().await?;
-        return Ok(Ingested {
-            duplicate: true,
-            hash,
-        });
+        return duplicate(tx, meta).await;
     }
     let stored = inventory_in(&mut tx, &meta.tenant_id, &meta.agent_id).await?;
     let held = stored.as_ref().map(|s| s.hash.clone());
     // An `Err` drops the transaction, which rolls the report's record back too.
-    let hash = match update(stored)? {
-        Some(new) => {
-            // A new inventory (not a resend of the held one) moves the software index and
-            // records its changes; an unchanged one costs nothing more here.
-            if held.as_deref() != Some(new.hash.as_str()) {
-                index_inventory(&mut tx, meta, held.is_some(), &new).await?;
-            }
-            sqlx::query(
-                "INSERT INTO inventory (agent_id, tenant_id, hash, report, report_id, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (agent_id) DO UPDATE SET hash = excluded.hash, \
-                     report = excluded.report, report_id = excluded.report_id, \
-                     updated_at = excluded.updated_at",
-            )
-            .bind(&meta.agent_id)
-            .bind(&meta.tenant_id)
-            .bind(&new.hash)
-            .bind(&new.report)
-            .bind(meta.report_id.to_string())
-            .bind(meta.received_at)
-            .execute(&mut *tx)
-            .await?;
-            Some(new.hash)
-        }
-        None => {
-            sqlx::query(
-                "UPDATE inventory SET updated_at = $1 WHERE tenant_id = $2 AND agent_id = $3",
-            )
-            .bind(meta.received_at)
-            .bind(&meta.tenant_id)
-            .bind(&meta.agent_id)
-            .execute(&mut *tx)
-            .await?;
-            held
-        }
-    };
+    let new = update(stored)?;
+    // A new inventory (not a resend of the held one) moves the software index and records
+    // its changes.
+    if held.as_deref() != Some(new.hash.as_str()) {
+        index_inventory(&mut tx, meta, held.is_some(), &new).await?;
+    }
+    sqlx::query(
+        "INSERT INTO inventory (agent_id, tenant_id, hash, report, report_id, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (agent_id) DO UPDATE SET hash = excluded.hash, \
+             report = excluded.report, report_id = excluded.report_id, \
+             updated_at = excluded.updated_at",
+    )
+    .bind(&meta.agent_id)
+    .bind(&meta.tenant_id)
+    .bind(&new.hash)
+    .bind(&new.report)
+    .bind(meta.report_id.to_string())
+    .bind(meta.received_at)
+    .execute(&mut *tx)
+    .await?;
     insert_samples(&mut tx, meta, samples).await?;
     tx.commit().await?;
     Ok(Ingested {
         duplicate: false,
-        hash,
+        hash: Some(new.hash),
+    })
+}
+
+pub(in crate::store) async fn ingest_unchanged(
+    pool: &Pool,
+    meta: &ReportMeta,
+    hash: &str,
+) -> Result<Ingested, StoreError> {
+    let mut tx = pool.begin().await?;
+    if !record_report(&mut tx, meta).await? {
+        return duplicate(tx, meta).await;
+    }
+    // Only the hash is read: the stored report (hundreds of KB) is not needed to confirm it.
+    let held = current_hash(&mut tx, &meta.tenant_id, &meta.agent_id).await?;
+    if held.as_deref() != Some(hash) {
+        // Dropping the transaction rolls the report's record back, so the full retry is stored.
+        return Err(StoreError::Conflict(NOT_HELD.into()));
+    }
+    sqlx::query("UPDATE inventory SET updated_at = $1 WHERE tenant_id = $2 AND agent_id = $3")
+        .bind(meta.received_at)
+        .bind(&meta.tenant_id)
+        .bind(&meta.agent_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Ingested {
+        duplicate: false,
+        hash: held,
     })
 }
 
