@@ -74,6 +74,9 @@ async fn post_ok(server: &TestServer, token: &str, body: &Value) -> Value {
 
 const GIB: u64 = 1 << 30;
 
+/// (category, change, item, old, new)
+type ChangeRow = (String, String, String, Option<String>, Option<String>);
+
 #[tokio::test]
 async fn fleet_search_agent_packages_and_history() {
     for backend in backends() {
@@ -228,7 +231,7 @@ async fn fleet_search_agent_packages_and_history() {
         )
         .await;
         let history = store.inventory_history(t, web2, None, 50).await.unwrap();
-        let mut got: Vec<(String, String, String, Option<String>, Option<String>)> = history
+        let mut got: Vec<ChangeRow> = history
             .iter()
             .map(|c| {
                 (
