@@ -11,24 +11,32 @@
 //! one transaction (the search's index created after the rows). Package names and versions are
 //! this machine's `dpkg-query -W` list (synthetic names when there is none), each package in
 //! one to six versions across the fleet; `openssl` is on every host in eleven versions, six
-//! below 3.0.7.
+//! below 3.0.7, and `rare-tool` on one host in 500.
 //!
-//! Printed first: p50/p99/max over 300 timed calls of each search (after a warm-up); then
-//! criterion's own estimates. Set `MUSTER_BENCH_HOSTS` for a smaller fleet.
+//! Printed first: p50/p99/max over 300 timed calls of each search (after a warm-up), then
+//! what ingesting a changed inventory costs on this database (20 new agents' first
+//! inventories, 200 three-package upgrades, 200 unchanged reports; the agents are removed
+//! afterwards); then criterion's own estimates of the searches. Set `MUSTER_BENCH_HOSTS` for a smaller fleet.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use muster_server::store::Store;
+use muster_proto::data::Package;
+use muster_proto::inventory::inventory_hash;
+use muster_proto::{
+    DaemonReport, FunctionData, FunctionReport, HostIdentity, Worker, WorkerReport,
+};
 use muster_server::store::inventory::SoftwareQuery;
+use muster_server::store::{AgentRegistration, NewInventory, ReportKind, ReportMeta, Store};
+use uuid::Uuid;
 
 const TENANT: &str = "01900000-0000-7000-8000-000000000001";
 const DEFAULT_HOSTS: u64 = 50_000;
 const PACKAGES_PER_HOST: usize = 800;
 /// Bump when the generated data changes, so an old database is rebuilt.
-const DATA_VERSION: i64 = 1;
+const DATA_VERSION: i64 = 2;
 
 const OPENSSL_VERSIONS: &[&str] = &[
     "1.1.1f-1ubuntu2.22",
@@ -96,6 +104,8 @@ fn catalogue() -> Vec<(String, Vec<String>)> {
         "openssl".to_owned(),
         OPENSSL_VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
     ));
+    // On one host in 500.
+    catalogue.push(("rare-tool".to_owned(), vec!["1.0-1".into(), "2.0-1".into()]));
     catalogue
 }
 
@@ -132,6 +142,22 @@ fn hostname(h: u64) -> String {
         ROLES[(mix(h) % 7) as usize],
         mix(h ^ 0xabcdef) % 1_000_000
     )
+}
+
+/// The packages of host `h` (`counts`: versions of each catalogue entry): (entry, version
+/// index). Most hosts have most packages; `openssl` (next to last) is everywhere,
+/// `rare-tool` (last) on one host in 500.
+fn host_packages(counts: &[usize], h: u64) -> Vec<(usize, usize)> {
+    let (openssl, rare) = (counts.len() - 2, counts.len() - 1);
+    (0..counts.len())
+        .filter_map(|i| {
+            let r = mix(h.wrapping_mul(1_000_003) ^ i as u64);
+            if (i == rare && !r.is_multiple_of(500)) || (i != openssl && r % 100 >= 96) {
+                return None;
+            }
+            Some((i, (r >> 8) as usize % counts[i]))
+        })
+        .collect()
 }
 
 fn build(path: &std::path::Path, hosts: u64) -> rusqlite::Result<()> {
@@ -181,21 +207,16 @@ fn build(path: &std::path::Path, hosts: u64) -> rusqlite::Result<()> {
         )?;
         let mut link =
             tx.prepare("INSERT INTO software_links (host_id, package_id) VALUES (?1, ?2)")?;
-        let openssl = catalogue.len() - 1;
+        let counts: Vec<usize> = ids.iter().map(Vec::len).collect();
         for h in 0..hosts {
             let id = agent_id(h);
             let name = hostname(h);
             agent.execute(rusqlite::params![id, TENANT, format!("host:{h}"), name])?;
             host.execute(rusqlite::params![h as i64 + 1, TENANT, id, name])?;
-            let mut linked: Vec<i64> = Vec::with_capacity(catalogue.len());
-            for (i, versions) in ids.iter().enumerate() {
-                let r = mix(h.wrapping_mul(1_000_003) ^ i as u64);
-                // Most hosts have most packages; openssl is everywhere.
-                if i != openssl && r % 100 >= 96 {
-                    continue;
-                }
-                linked.push(versions[(r >> 8) as usize % versions.len()]);
-            }
+            let mut linked: Vec<i64> = host_packages(&counts, h)
+                .into_iter()
+                .map(|(i, j)| ids[i][j])
+                .collect();
             linked.sort_unstable();
             for package in linked {
                 link.execute(rusqlite::params![h as i64 + 1, package])?;
@@ -230,6 +251,124 @@ fn percentiles(label: &str, mut samples: Vec<Duration>) {
         samples[samples.len() - 1],
         samples.len()
     );
+}
+
+/// A dpkg inventory of these packages.
+fn inventory(agent_id: &str, packages: &[(String, String)]) -> DaemonReport {
+    let dpkg = FunctionReport::new(FunctionData::Dpkg(
+        packages
+            .iter()
+            .map(|(name, version)| Package {
+                name: name.clone(),
+                version: version.clone(),
+                architecture: Some("amd64".into()),
+                source: "dpkg".into(),
+                installed_size_bytes: None,
+                install_time: None,
+                publisher: None,
+            })
+            .collect(),
+    ));
+    let mut report = DaemonReport::new(
+        HostIdentity {
+            hostname: "bench".into(),
+            machine_id: None,
+        },
+        vec![WorkerReport::new(Worker::Software, vec![dpkg])],
+    );
+    report.agent_id = Some(agent_id.to_owned());
+    report
+}
+
+/// Ingests `report` as a full upload, or, when `unchanged`, as an unchanged-hash upload of it
+/// (the agent's steady state); the time the store took.
+async fn ingest(store: &Store, agent_id: &str, report: &DaemonReport, unchanged: bool) -> Duration {
+    let meta = ReportMeta {
+        report_id: Uuid::now_v7(),
+        tenant_id: TENANT.into(),
+        agent_id: agent_id.into(),
+        kind: if unchanged {
+            ReportKind::InventoryUnchanged
+        } else {
+            ReportKind::InventoryFull
+        },
+        received_at: jiff::Timestamp::now().as_second(),
+    };
+    let hash = inventory_hash(report);
+    let started;
+    if unchanged {
+        started = Instant::now();
+        store.ingest_unchanged(&meta, &hash).await.unwrap();
+    } else {
+        let new = NewInventory {
+            hash,
+            report: serde_json::to_string(report).unwrap(),
+        };
+        started = Instant::now();
+        store
+            .ingest_inventory(&meta, &[], |_| Ok(new))
+            .await
+            .unwrap();
+    }
+    started.elapsed()
+}
+
+/// What a changed inventory costs on this database: an agent's first (800 packages, all
+/// already known to the tenant), a three-package upgrade, and an unchanged report. The agents
+/// made here are removed afterwards, so the database stays as built.
+async fn ingest_costs(store: &Store, path: &std::path::Path) {
+    let catalogue = catalogue();
+    let counts: Vec<usize> = catalogue.iter().map(|(_, v)| v.len()).collect();
+    let packages = |h: u64| -> Vec<(String, String)> {
+        host_packages(&counts, h)
+            .into_iter()
+            .map(|(i, j)| (catalogue[i].0.clone(), catalogue[i].1[j].clone()))
+            .collect()
+    };
+    let mut first = Vec::new();
+    let mut delta = Vec::new();
+    let mut unchanged = Vec::new();
+    let mut made = Vec::new();
+    for k in 0..20u64 {
+        let registration = AgentRegistration {
+            identity: format!("bench-ingest:{k}"),
+            public_key: None,
+            machine_id: None,
+            hostname: format!("bench-ingest-{k}"),
+            platform: Some("linux".into()),
+            os_name: None,
+            os_version: None,
+            arch: None,
+            agent_version: None,
+        };
+        let (agent, _) = store
+            .register_agent(TENANT, &registration, &format!("{k:064x}"), 0)
+            .await
+            .unwrap();
+        made.push(agent.clone());
+        let mut held = packages(1_000_000 + k);
+        first.push(ingest(store, &agent, &inventory(&agent, &held), false).await);
+        for round in 0..10 {
+            // Three packages move to another version of theirs (or back).
+            for p in held.iter_mut().skip(round * 3).take(3) {
+                let versions = &catalogue.iter().find(|(n, _)| *n == p.0).unwrap().1;
+                let at = versions.iter().position(|v| *v == p.1).unwrap();
+                p.1 = versions[(at + 1) % versions.len()].clone();
+            }
+            delta.push(ingest(store, &agent, &inventory(&agent, &held), false).await);
+            unchanged.push(ingest(store, &agent, &inventory(&agent, &held), true).await);
+        }
+    }
+    percentiles("ingest: first inventory (~770 packages)", first);
+    percentiles("ingest: changed inventory (3 packages)", delta);
+    percentiles("ingest: unchanged inventory", unchanged);
+    // Leave the database as it was built.
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
+    for agent in made {
+        conn.execute("DELETE FROM agents WHERE id = ?1", [agent])
+            .unwrap();
+    }
 }
 
 fn main() {
@@ -290,6 +429,36 @@ fn main() {
             },
         ),
         (
+            "openssl below 1.1.1g (one version)",
+            SoftwareQuery {
+                name: "openssl".into(),
+                below: Some("1.1.1g".into()),
+                source: None,
+                limit: 50,
+                offset: 0,
+            },
+        ),
+        (
+            "rare-tool (one host in 500)",
+            SoftwareQuery {
+                name: "rare-tool".into(),
+                below: None,
+                source: None,
+                limit: 50,
+                offset: 0,
+            },
+        ),
+        (
+            "openssl (name only), page 200",
+            SoftwareQuery {
+                name: "openssl".into(),
+                below: None,
+                source: None,
+                limit: 50,
+                offset: 10_000,
+            },
+        ),
+        (
             "a name nobody has",
             SoftwareQuery {
                 name: "no-such-package".into(),
@@ -320,6 +489,8 @@ fn main() {
         }
         percentiles(&format!("{label} [{} hits]", page.total), samples);
     }
+
+    runtime.block_on(ingest_costs(&store, &path));
 
     let mut criterion = Criterion::default()
         .sample_size(30)

@@ -74,6 +74,9 @@ async fn post_ok(server: &TestServer, token: &str, body: &Value) -> Value {
 
 const GIB: u64 = 1 << 30;
 
+/// (category, change, item, old, new)
+type ChangeRow = (String, String, String, Option<String>, Option<String>);
+
 #[tokio::test]
 async fn fleet_search_agent_packages_and_history() {
     for backend in backends() {
@@ -228,9 +231,7 @@ async fn fleet_search_agent_packages_and_history() {
         )
         .await;
         let history = store.inventory_history(t, web2, None, 50).await.unwrap();
-        // (category, change, item, old, new)
-        type Row = (String, String, String, Option<String>, Option<String>);
-        let mut got: Vec<Row> = history
+        let mut got: Vec<ChangeRow> = history
             .iter()
             .map(|c| {
                 (
@@ -528,5 +529,74 @@ async fn seed_reports_are_indexed_and_tenants_never_see_each_other() {
             .await
             .unwrap();
         assert_eq!(page.total, 0);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_first_inventories_share_one_package_table() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let t = tenant.tenant.id.as_str();
+        let mut agents = Vec::new();
+        for k in 0..6u8 {
+            let (id, token) = server
+                .register(
+                    &tenant,
+                    json!({"hostname": format!("host-{k}"), "machine_id": format!("m-{k}")}),
+                )
+                .await;
+            agents.push((id, token));
+        }
+        // Every agent brings 300 packages, half of them shared with all the others, half its
+        // own: on PostgreSQL the transactions race for the same package rows and ids.
+        let bodies: Vec<Value> = agents
+            .iter()
+            .enumerate()
+            .map(|(k, (id, _))| {
+                let names: Vec<(String, String)> = (0..300)
+                    .map(|p| {
+                        if p % 2 == 0 {
+                            (format!("shared-{p}"), "1.0-1".to_owned())
+                        } else {
+                            (format!("own-{k}-{p}"), format!("{k}.0"))
+                        }
+                    })
+                    .collect();
+                let packages: Vec<(&str, &str)> = names
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                full(&inventory(id, GIB, &packages))
+            })
+            .collect();
+        let post = |k: usize| server.post("/api/system/report", &agents[k].1, &bodies[k]);
+        let answers = tokio::join!(post(0), post(1), post(2), post(3), post(4), post(5));
+        for (status, ack) in [
+            answers.0, answers.1, answers.2, answers.3, answers.4, answers.5,
+        ] {
+            assert_eq!(status, StatusCode::OK, "{ack}");
+        }
+        let page = server
+            .store
+            .software_search(t, &query("shared-0", None))
+            .await
+            .unwrap();
+        assert_eq!(page.total, 6);
+        let page = server
+            .store
+            .software_search(t, &query("own-3-1", None))
+            .await
+            .unwrap();
+        assert_eq!(page.total, 1);
+        assert_eq!(page.hits[0].agent_id, agents[3].0);
+        for (id, _) in &agents {
+            let (total, _) = server
+                .store
+                .agent_software(t, id, None, 1, 0)
+                .await
+                .unwrap();
+            assert_eq!(total, 300);
+        }
     }
 }

@@ -459,10 +459,33 @@ pub(in crate::store) async fn software_search(
     .persistent(false)
     .fetch_one(&mut *conn)
     .await?;
+    // Two ways to the page, chosen by what each would read. Walking the tenant's hosts in
+    // hostname order and probing each for the packages stops after the page; it wins when the
+    // package is common and the page early (the usual search). Reading every matching link
+    // and sorting the hosts wins when the package is rare or the page deep: it costs `total`.
+    // `CROSS JOIN` makes SQLite keep the join order as written; PostgreSQL plans both alike
+    // from its statistics.
+    let window = i64::from(query.offset) + i64::from(query.limit);
+    // The tenant's host count is bounded by the largest host id (an index's last entry;
+    // counting the tenant's hosts would cost as much as the page): overestimating it only
+    // leans towards reading the links, whose cost is bounded by `total`.
+    let host_driven = total > 0 && {
+        let hosts: i64 =
+            sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM software_hosts")
+                .fetch_one(&mut *conn)
+                .await?;
+        let walked = (window.saturating_mul(hosts) / total + 1).min(hosts);
+        let probes = walked.saturating_mul(candidates.len() as i64);
+        probes.saturating_mul(2) < total
+    };
+    let from = if host_driven {
+        "software_hosts h CROSS JOIN software_links l"
+    } else {
+        "software_links l CROSS JOIN software_hosts h"
+    };
     let rows = dynamic!(format!(
         "SELECT h.agent_id, h.hostname, CAST(l.package_id AS BIGINT) AS package_id \
-         FROM software_links l JOIN software_hosts h ON h.id = l.host_id \
-         WHERE l.package_id IN ({ids}) AND h.tenant_id = $1 \
+         FROM {from} WHERE h.id = l.host_id AND l.package_id IN ({ids}) AND h.tenant_id = $1 \
          ORDER BY h.hostname, h.agent_id, l.package_id LIMIT $2 OFFSET $3"
     ))
     .bind(tenant_id.to_owned())
