@@ -190,6 +190,17 @@ pub struct MetricsAck {
 }
 
 /// A command for an agent: seed 001's command structure plus what safe execution needs.
+///
+/// What `command` and `parameters` mean, by `type`:
+/// - `exec`: `command` is the program (a path, or a name looked up in `PATH`), run with no
+///   shell; `parameters.args` its arguments (array of strings).
+/// - `script`: `command` is the script's body; `parameters.interpreter` names what runs it
+///   (`sh`, the default, `bash`, `python3`; `powershell`, `pwsh`, `cmd` on Windows).
+/// - `builtin`: `command` is the action: `scan_now`, `telemetry_now`, `reload_config`,
+///   `collect_logs`.
+///
+/// For `exec` and `script`, `parameters.env` (object of strings) are the variables set in the
+/// otherwise clean environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Command {
@@ -209,11 +220,18 @@ pub struct Command {
     pub timeout_s: Option<u64>,
     #[serde(default)]
     pub maintenance_window: bool,
+    /// Locks the command holds while it runs, taken through `POST /api/locks/create`: a plain
+    /// name is this machine's lock (scope `agent`), `tenant:NAME` the lock `NAME` across the
+    /// tenant's fleet (scope `tenant`).
     #[serde(default)]
     pub locks: Vec<String>,
+    /// A package-manager operation: it waits while another process holds the package
+    /// manager's lock (dpkg/apt, rpm/dnf; the Windows Installer mutex).
+    #[serde(default)]
+    pub package_manager: bool,
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
-    /// The server's ed25519 signature over the command's canonical form, base64.
+    /// The server's ed25519 signature over [`Command::signing_payload`], base64.
     #[serde(default)]
     pub signature: Option<String>,
 }
@@ -222,11 +240,65 @@ fn default_priority() -> u8 {
     3
 }
 
+/// What a command's signature says, and the tag that starts it (a new form gets a new tag).
+pub const COMMAND_SIGNATURE_TAG: &str = "muster-command-v1";
+
+impl Command {
+    /// The bytes the server signs (ed25519, the tenant's key) and the agent verifies, for the
+    /// agent `agent_id` (the agent passes its own id, so a command for another agent does not
+    /// verify): a JSON array of [`COMMAND_SIGNATURE_TAG`], id, agent id, type, command,
+    /// parameters (object keys sorted at every depth), `scheduled_for` (not before) and
+    /// `expires_at` (RFC 3339, or null), `timeout_s`, `priority`, `maintenance_window`,
+    /// `locks` and `package_manager`. Every field that decides what runs, where and when is covered; the signature
+    /// itself is not.
+    pub fn signing_payload(&self, agent_id: &str) -> Vec<u8> {
+        let payload = serde_json::json!([
+            COMMAND_SIGNATURE_TAG,
+            self.id,
+            agent_id,
+            self.kind,
+            self.command,
+            sorted(&self.parameters),
+            self.scheduled_for.map(|t| t.to_string()),
+            self.expires_at.map(|t| t.to_string()),
+            self.timeout_s,
+            self.priority,
+            self.maintenance_window,
+            self.locks,
+            self.package_manager,
+        ]);
+        serde_json::to_vec(&payload).expect("a JSON value always serializes")
+    }
+}
+
+/// `value` with the keys of every object in sorted order, whatever order the map keeps.
+fn sorted(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The answer to `GET /api/commands/pending`: commands now leased to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingCommands {
     pub commands: Vec<Command>,
+    /// Commands delivered earlier that were cancelled since: not yet started, they are
+    /// dropped (and reported `cancelled`); running, they are stopped.
+    #[serde(default)]
+    pub cancel: Vec<i64>,
 }
 
 /// Where a command is in its life.

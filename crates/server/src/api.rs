@@ -212,6 +212,7 @@ fn clamp_interval(seconds: u64) -> i64 {
 pub async fn commands_pending(_caller: AgentCaller) -> Json<PendingCommands> {
     Json(PendingCommands {
         commands: Vec::new(),
+        cancel: Vec::new(),
     })
 }
 

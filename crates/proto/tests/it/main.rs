@@ -1,4 +1,5 @@
 //! Integration tests of the wire types.
 
+mod commands;
 mod report;
 mod schema;

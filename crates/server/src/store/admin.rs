@@ -188,7 +188,7 @@ impl Store {
         name: Option<&str>,
         now: i64,
     ) -> Result<TokenInfo, StoreError> {
-        on_backend!(self, create_token(tenant_id, token, name, now))
+        on_backend!(self, write create_token(tenant_id, token, name, now))
     }
 
     pub async fn list_tokens(
@@ -207,12 +207,12 @@ impl Store {
         token_id: &str,
         now: i64,
     ) -> Result<Option<TokenInfo>, StoreError> {
-        on_backend!(self, revoke_token(tenant_id, token_id, now))
+        on_backend!(self, write revoke_token(tenant_id, token_id, now))
     }
 
     /// Records that a token was used at `now`.
     pub async fn touch_token(&self, token_id: &str, now: i64) -> Result<(), StoreError> {
-        on_backend!(self, touch_token(token_id, now))
+        on_backend!(self, write touch_token(token_id, now))
     }
 
     /// Hosts over `thresholds` by their latest figures, and hosts offline at `now`: one page

@@ -50,7 +50,7 @@ pub const OS_MIX_ROWS: u32 = 8;
 
 impl Store {
     pub async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
-        on_backend!(self, create_session(session))
+        on_backend!(self, write create_session(session))
     }
 
     /// The session whose id hashes to `hash`, if it has not expired at `now` and the admin
@@ -65,12 +65,12 @@ impl Store {
 
     /// Ends a session (logout). Ending one that does not exist is not an error.
     pub async fn delete_session(&self, hash: &str) -> Result<(), StoreError> {
-        on_backend!(self, delete_session(hash))
+        on_backend!(self, write delete_session(hash))
     }
 
     /// Deletes sessions expired at `now`; returns how many.
     pub async fn delete_expired_sessions(&self, now: i64) -> Result<u64, StoreError> {
-        on_backend!(self, delete_expired_sessions(now))
+        on_backend!(self, write delete_expired_sessions(now))
     }
 
     /// The tenant's fleet in counts: agents, the OS mix, and hosts whose latest figures

@@ -208,7 +208,7 @@ pub struct Store {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(sqlite::Pools),
     Postgres(sqlx::PgPool),
 }
 
@@ -217,11 +217,19 @@ enum Backend {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// Runs the statement function `f` of whichever backend the store has: both backends compile
-/// the same `statements.rs`, so every method is the same call on either.
+/// the same `statements.rs`, so every method is the same call on either. A statement that
+/// writes is marked `write`: SQLite sends it to its one writing connection (`sqlite.rs` says
+/// why); the readers are `query_only` and refuse it.
 macro_rules! on_backend {
+    ($store:expr, write $f:ident($($arg:expr),*)) => {
+        match &$store.backend {
+            Backend::Sqlite(pools) => sqlite::$f(&pools.write, $($arg),*).await,
+            Backend::Postgres(pool) => postgres::$f(pool, $($arg),*).await,
+        }
+    };
     ($store:expr, $f:ident($($arg:expr),*)) => {
         match &$store.backend {
-            Backend::Sqlite(pool) => sqlite::$f(pool, $($arg),*).await,
+            Backend::Sqlite(pools) => sqlite::$f(&pools.read, $($arg),*).await,
             Backend::Postgres(pool) => postgres::$f(pool, $($arg),*).await,
         }
     };
@@ -266,7 +274,7 @@ impl Store {
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Sqlite(pools) => pools.close().await,
             Backend::Postgres(pool) => pool.close().await,
         }
     }
@@ -277,7 +285,7 @@ impl Store {
         tenant: &Tenant,
         tokens: &[NewToken],
     ) -> Result<(), StoreError> {
-        on_backend!(self, create_tenant(tenant, tokens))
+        on_backend!(self, write create_tenant(tenant, tokens))
     }
 
     /// Every tenant (an operator's view, not a tenant's).
@@ -301,7 +309,7 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> Result<(String, bool), StoreError> {
-        on_backend!(self, register_agent(tenant_id, agent, token_hash, now))
+        on_backend!(self, write register_agent(tenant_id, agent, token_hash, now))
     }
 
     /// Records a heartbeat: last seen, version, health and the interval the agent promises
@@ -317,7 +325,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         on_backend!(
             self,
-            heartbeat(tenant_id, agent_id, now, agent_version, health, interval_s)
+            write heartbeat(tenant_id, agent_id, now, agent_version, health, interval_s)
         )
     }
 
@@ -334,7 +342,7 @@ impl Store {
     where
         F: FnOnce(Option<StoredInventory>) -> Result<NewInventory, StoreError> + Send,
     {
-        on_backend!(self, ingest_inventory(meta, samples, update))
+        on_backend!(self, write ingest_inventory(meta, samples, update))
     }
 
     /// Ingests an "unchanged" report once per report id: the held inventory must be `hash`
@@ -345,7 +353,7 @@ impl Store {
         meta: &ReportMeta,
         hash: &str,
     ) -> Result<Ingested, StoreError> {
-        on_backend!(self, ingest_unchanged(meta, hash))
+        on_backend!(self, write ingest_unchanged(meta, hash))
     }
 
     /// Ingests telemetry samples once per report id.
@@ -354,7 +362,7 @@ impl Store {
         meta: &ReportMeta,
         samples: &[MetricsRow],
     ) -> Result<Ingested, StoreError> {
-        on_backend!(self, ingest_metrics(meta, samples))
+        on_backend!(self, write ingest_metrics(meta, samples))
     }
 
     pub async fn agent(

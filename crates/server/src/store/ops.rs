@@ -23,12 +23,12 @@ impl Store {
     /// Deletes telemetry samples taken before `before`, an hour of samples per statement;
     /// returns how many.
     pub async fn purge_metrics(&self, before: i64) -> Result<u64, StoreError> {
-        on_backend!(self, purge_metrics(before))
+        on_backend!(self, write purge_metrics(before))
     }
 
     /// Deletes report records received before `before` (their samples go with them);
     /// returns how many.
     pub async fn purge_reports(&self, before: i64) -> Result<u64, StoreError> {
-        on_backend!(self, purge_reports(before))
+        on_backend!(self, write purge_reports(before))
     }
 }
