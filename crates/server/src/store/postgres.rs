@@ -13,6 +13,13 @@ use super::StoreError;
 mod statements;
 pub(super) use statements::*;
 
+/// Whether `packages` and `software_hosts` take their ids from sequences: here they do, so
+/// concurrent ingests do not race for the next id (see `statements/inventory.rs`).
+const SEQUENCES: bool = true;
+
+/// The tables whose ids come from a sequence named `<table>_id_seq`.
+const SEQUENCED_TABLES: [&str; 2] = ["packages", "software_hosts"];
+
 type Pool = PgPool;
 type Db = sqlx::Postgres;
 type Conn = sqlx::PgConnection;
@@ -26,5 +33,35 @@ pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
         .connect(url)
         .await?;
     super::MIGRATOR.run(&pool).await?;
+    create_sequences(&pool).await?;
     Ok(pool)
+}
+
+/// Creates the id sequences if missing (the migrations are shared with SQLite, which has no
+/// sequences) and moves each past its table's largest id, so ids written before the sequence
+/// existed are not handed out again. Replicas starting together take turns under an advisory
+/// lock. A sequence set back by a replica starting while another allocates only costs that
+/// other a retry: its insert finds the id taken and draws again.
+async fn create_sequences(pool: &PgPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    // An arbitrary key, this function's alone.
+    sqlx::query("SELECT pg_advisory_xact_lock(7311020426)")
+        .execute(&mut *tx)
+        .await?;
+    for table in SEQUENCED_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SEQUENCE IF NOT EXISTS {table}_id_seq AS BIGINT"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT setval('{table}_id_seq', GREATEST(\
+                 (SELECT last_value FROM {table}_id_seq), \
+                 (SELECT COALESCE(MAX(id), 0) + 1 FROM {table})))"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -22,6 +22,9 @@ use super::StoreError;
 mod statements;
 pub(super) use statements::*;
 
+/// Whether `packages` and `software_hosts` take their ids from sequences (PostgreSQL only).
+const SEQUENCES: bool = false;
+
 type Pool = SqlitePool;
 type Db = sqlx::Sqlite;
 type Conn = sqlx::SqliteConnection;

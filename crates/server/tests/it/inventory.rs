@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::report;
-use crate::support::{TestServer, backends, public_key};
+use crate::support::{TestServer, backends, client, public_key, send};
 
 fn dpkg(packages: &[(&str, &str)]) -> FunctionReport {
     FunctionReport::new(FunctionData::Dpkg(
@@ -534,12 +534,14 @@ async fn seed_reports_are_indexed_and_tenants_never_see_each_other() {
 
 #[tokio::test]
 async fn concurrent_first_inventories_share_one_package_table() {
+    // As many at once as an enrolling fleet sends (the load generator keeps 32 in flight).
+    const AGENTS: usize = 24;
     for backend in backends() {
         let server = TestServer::start_on(&backend).await;
         let tenant = server.tenant("acme").await;
         let t = tenant.tenant.id.as_str();
         let mut agents = Vec::new();
-        for k in 0..6u8 {
+        for k in 0..AGENTS {
             let (id, token) = server
                 .register(
                     &tenant,
@@ -549,32 +551,32 @@ async fn concurrent_first_inventories_share_one_package_table() {
             agents.push((id, token));
         }
         // Every agent brings 300 packages, half of them shared with all the others, half its
-        // own: on PostgreSQL the transactions race for the same package rows and ids.
-        let bodies: Vec<Value> = agents
-            .iter()
-            .enumerate()
-            .map(|(k, (id, _))| {
-                let names: Vec<(String, String)> = (0..300)
-                    .map(|p| {
-                        if p % 2 == 0 {
-                            (format!("shared-{p}"), "1.0-1".to_owned())
-                        } else {
-                            (format!("own-{k}-{p}"), format!("{k}.0"))
-                        }
-                    })
-                    .collect();
-                let packages: Vec<(&str, &str)> = names
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                full(&inventory(id, GIB, &packages))
-            })
-            .collect();
-        let post = |k: usize| server.post("/api/system/report", &agents[k].1, &bodies[k]);
-        let answers = tokio::join!(post(0), post(1), post(2), post(3), post(4), post(5));
-        for (status, ack) in [
-            answers.0, answers.1, answers.2, answers.3, answers.4, answers.5,
-        ] {
+        // own: on PostgreSQL the transactions race for the same package rows and for ids.
+        let mut posts = tokio::task::JoinSet::new();
+        for (k, (id, token)) in agents.iter().enumerate() {
+            let names: Vec<(String, String)> = (0..300)
+                .map(|p| {
+                    if p % 2 == 0 {
+                        (format!("shared-{p}"), "1.0-1".to_owned())
+                    } else {
+                        (format!("own-{k}-{p}"), format!("{k}.0"))
+                    }
+                })
+                .collect();
+            let packages: Vec<(&str, &str)> = names
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let body = full(&inventory(id, GIB, &packages));
+            let request = client()
+                .post(server.url("/api/system/report"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            posts.spawn(send(request));
+        }
+        while let Some(answer) = posts.join_next().await {
+            let (status, ack) = answer.unwrap();
             assert_eq!(status, StatusCode::OK, "{ack}");
         }
         let page = server
@@ -582,7 +584,7 @@ async fn concurrent_first_inventories_share_one_package_table() {
             .software_search(t, &query("shared-0", None))
             .await
             .unwrap();
-        assert_eq!(page.total, 6);
+        assert_eq!(page.total, AGENTS as u64);
         let page = server
             .store
             .software_search(t, &query("own-3-1", None))

@@ -28,7 +28,7 @@ const CHANGE_ROWS: usize = 100;
 const LINK_ROWS: usize = 1000;
 /// Names per `IN` list when looking packages up.
 const NAME_LOOKUP: usize = 500;
-/// How often an id taken by a concurrent transaction (PostgreSQL) is allocated again.
+/// How often rows another transaction inserted first (PostgreSQL) are looked up again.
 const ID_ATTEMPTS: usize = 8;
 
 /// A package's identity in the `packages` table (`arch` '' for none).
@@ -130,16 +130,17 @@ async fn host(tx: &mut Conn, tenant_id: &str, agent_id: &str) -> Result<i64, Sto
             }
             return Ok(id);
         }
-        // Another transaction may take the same id first (PostgreSQL): nothing is inserted
-        // then, and the loop allocates again.
+        // Another transaction may insert the agent's row first (a retry racing its original):
+        // nothing is inserted then, and the loop reads that row.
+        let id = next_ids(tx, "software_hosts", 1).await?[0];
         sqlx::query(
             "INSERT INTO software_hosts (id, tenant_id, agent_id, hostname) \
-             VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM software_hosts), $1, $2, $3) \
-             ON CONFLICT DO NOTHING",
+             VALUES ($4, $1, $2, $3) ON CONFLICT DO NOTHING",
         )
         .bind(tenant_id)
         .bind(agent_id)
         .bind(&hostname)
+        .bind(id)
         .execute(&mut *tx)
         .await?;
     }
@@ -246,12 +247,9 @@ async fn package_ids(
         if absent.is_empty() {
             break;
         }
-        let next: i64 =
-            sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM packages")
-                .fetch_one(&mut *tx)
-                .await?;
+        let fresh = next_ids(tx, "packages", absent.len()).await?;
+        let mut fresh = fresh.into_iter();
         let mut inserted = 0;
-        let mut id = next;
         let mut allocated = Vec::with_capacity(absent.len());
         for chunk in absent.chunks(PACKAGE_ROWS) {
             let mut sql = String::from(
@@ -259,7 +257,7 @@ async fn package_ids(
                  VALUES ",
             );
             for (k, _) in chunk.iter().enumerate() {
-                id += 1;
+                let id = fresh.next().expect("one fresh id per absent package");
                 allocated.push(id);
                 let b = k * 6;
                 if k > 0 {
@@ -309,6 +307,31 @@ async fn package_ids(
         ids.push(found[&key(p)]);
     }
     Ok(ids)
+}
+
+/// `n` ids for new rows of `table` (`packages` or `software_hosts`), which no other
+/// transaction is given. PostgreSQL takes them from the table's sequence (`postgres.rs` creates
+/// it), which concurrent transactions draw from without waiting on each other; SQLite has one
+/// writer, so the ids above the largest are free until it commits.
+async fn next_ids(tx: &mut Conn, table: &str, n: usize) -> Result<Vec<i64>, StoreError> {
+    if super::super::SEQUENCES {
+        let ids: Vec<i64> = dynamic!(format!(
+            "SELECT nextval('{table}_id_seq') FROM generate_series(1, {n})"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+        return Ok(ids);
+    }
+    let max: i64 = dynamic!(format!(
+        "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM {table}"
+    ))
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get(0)?;
+    Ok((1..=n as i64).map(|k| max + k).collect())
 }
 
 /// The tenant's package rows for `packages`, by key.
