@@ -936,6 +936,8 @@ pub async fn revoke_token(
         .revoke_token(&caller.tenant_id, &id, now())
         .await?
         .ok_or_else(|| ApiError::NotFound("no such token".into()))?;
+    // A cached agent token must stop working now, not when its entry ends.
+    state.agent_tokens.clear();
     let own = info.id == caller.token_id;
     tracing::info!(tenant_id = %caller.tenant_id, token_id = %info.id, own, "token revoked");
     Ok(Json(RevokedToken {

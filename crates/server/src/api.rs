@@ -21,8 +21,8 @@ use crate::error::ApiError;
 use crate::extract::{AgentCaller, ApiJson, EnrolCaller};
 use crate::ingest;
 use crate::store::{
-    AgentRegistration, Ingested, MetricsRow, NOT_HELD, NewInventory, ReportKind, ReportMeta,
-    StoreError,
+    AgentRegistration, HeartbeatRow, Ingested, MetricsRow, NOT_HELD, NewInventory, ReportKind,
+    ReportMeta, StoreError,
 };
 use crate::token::{Token, TokenKind};
 
@@ -150,6 +150,10 @@ pub async fn register(
             now().as_second(),
         )
         .await?;
+    if !created {
+        // Registering again revoked the agent's earlier token, which may be cached.
+        state.agent_tokens.clear();
+    }
     info!(tenant_id = %caller.tenant_id, agent_id = %agent_id, created, "agent registered");
     Ok(Json(RegisterResponse {
         agent_id,
@@ -178,15 +182,15 @@ pub async fn heartbeat(
     check_len("agent_version", Some(&heartbeat.agent_version))?;
     let health = serde_json::to_string(&heartbeat.health).expect("health always serializes");
     state
-        .store
-        .heartbeat(
-            &caller.tenant_id,
-            &caller.agent_id,
-            now().as_second(),
-            &heartbeat.agent_version,
-            &health,
-            heartbeat.heartbeat_interval_s.map(clamp_interval),
-        )
+        .heartbeats
+        .record(HeartbeatRow {
+            tenant_id: caller.tenant_id,
+            agent_id: caller.agent_id,
+            seen_at: now().as_second(),
+            agent_version: heartbeat.agent_version,
+            health,
+            interval_s: heartbeat.heartbeat_interval_s.map(clamp_interval),
+        })
         .await?;
     Ok(Json(HeartbeatResponse {
         pending_commands: 0,

@@ -403,6 +403,13 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<(
                 info.id,
                 info.revoked_at.map(rfc3339).unwrap_or_default()
             );
+            if info.kind == crate::token::TokenKind::Agent {
+                // Running servers trust an agent token they found live for a while.
+                eprintln!(
+                    "running servers refuse it within their [limits] token_cache_s \
+                     (default 120 s); the admin API's revocation takes effect at once"
+                );
+            }
             Ok(())
         }
     }

@@ -48,6 +48,9 @@ pub struct Limits {
     pub alert_thresholds: Thresholds,
     /// How long a dashboard login lasts.
     pub session_lifetime: Duration,
+    /// How long an agent token found live is trusted without the database (`token_cache.rs`);
+    /// zero looks every request's token up.
+    pub token_cache: Duration,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
             agent_burst: NonZeroU32::new(60).expect("non-zero"),
             alert_thresholds: Thresholds::default(),
             session_lifetime: Duration::from_secs(12 * 60 * 60),
+            token_cache: Duration::from_secs(DEFAULT_TOKEN_CACHE_S),
         }
     }
 }
@@ -150,7 +154,15 @@ struct LimitsSection {
     /// 0 turns the limit off.
     agent_requests_per_minute: Option<u32>,
     agent_burst: Option<u32>,
+    /// 0 turns the cache off.
+    token_cache_s: Option<u64>,
 }
+
+/// Seconds an agent token found live is trusted without the database: longer than the agent's
+/// default heartbeat interval (60 s), so a steady agent is looked up about once per entry.
+const DEFAULT_TOKEN_CACHE_S: u64 = 120;
+/// The longest accepted: the delay before a revocation made elsewhere takes effect.
+const MAX_TOKEN_CACHE_S: u64 = 3_600;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -206,6 +218,15 @@ impl ServerConfig {
         if let Some(burst) = file.limits.agent_burst {
             config.limits.agent_burst =
                 NonZeroU32::new(burst).ok_or("[limits] agent_burst: must be at least 1, got 0")?;
+        }
+        if let Some(seconds) = file.limits.token_cache_s {
+            if seconds > MAX_TOKEN_CACHE_S {
+                return Err(format!(
+                    "[limits] token_cache_s: must be from 0 (off) to {MAX_TOKEN_CACHE_S}, \
+                     got {seconds}"
+                ));
+            }
+            config.limits.token_cache = Duration::from_secs(seconds);
         }
         let days = |key: &str, value: u32| {
             if (1..=36_500).contains(&value) {
@@ -293,6 +314,7 @@ mod tests {
             max_body_bytes = 2048
             agent_requests_per_minute = 0
             agent_burst = 5
+            token_cache_s = 30
             [alerts]
             cpu_threshold = 95
             memory_threshold = 85.5
@@ -312,6 +334,7 @@ mod tests {
         assert_eq!(config.limits.max_body_bytes, 2048);
         assert_eq!(config.limits.agent_requests_per_minute, None);
         assert_eq!(config.limits.agent_burst.get(), 5);
+        assert_eq!(config.limits.token_cache, Duration::from_secs(30));
         assert_eq!(config.retention.metrics, Duration::from_secs(7 * DAY));
         assert_eq!(config.retention.reports, Duration::from_secs(2 * DAY));
         assert_eq!(config.retention.interval, Duration::from_secs(600));
@@ -332,6 +355,7 @@ mod tests {
             ("[server]\nlisten = \"nowhere\"", "invalid socket address"),
             ("[limits]\nmax_body_bytes = 10", "[limits] max_body_bytes"),
             ("[limits]\nagent_burst = 0", "[limits] agent_burst"),
+            ("[limits]\ntoken_cache_s = 3601", "[limits] token_cache_s"),
             ("[retention]\nmetrics_days = 0", "[retention] metrics_days"),
             ("[retention]\ninterval_s = 1", "[retention] interval_s"),
             ("[alerts]\ndisk_threshold = 101", "[alerts] disk_threshold"),

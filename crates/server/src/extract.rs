@@ -36,15 +36,27 @@ impl FromRequestParts<AppState> for AgentCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let record = authenticate(parts, state, TokenKind::Agent).await?;
-        let agent_id = record
-            .agent_id
-            .ok_or(ApiError::Unauthorized("invalid token"))?;
-        state.ops.check_agent_rate(&agent_id)?;
-        Ok(AgentCaller {
-            tenant_id: record.tenant_id,
-            agent_id,
-        })
+        let token = bearer(parts, TokenKind::Agent)?;
+        let hash = token.hash();
+        let now = jiff::Timestamp::now().as_second();
+        let caller = match state.agent_tokens.get(&hash, now) {
+            Some(cached) => AgentCaller {
+                tenant_id: cached.tenant_id,
+                agent_id: cached.agent_id,
+            },
+            None => {
+                let record = check_token(state, &hash, TokenKind::Agent, now).await?;
+                state.agent_tokens.insert(&record);
+                AgentCaller {
+                    tenant_id: record.tenant_id,
+                    agent_id: record
+                        .agent_id
+                        .ok_or(ApiError::Unauthorized("invalid token"))?,
+                }
+            }
+        };
+        state.ops.check_agent_rate(&caller.agent_id)?;
+        Ok(caller)
     }
 }
 
@@ -79,6 +91,8 @@ impl FromRequestParts<AppState> for AdminCaller {
     }
 }
 
+const INVALID: ApiError = ApiError::Unauthorized("invalid token");
+
 /// The live token of `kind` in the `Authorization: Bearer` header. Every failure is the same
 /// 401, so a caller learns nothing about which tokens exist.
 async fn authenticate(
@@ -86,7 +100,25 @@ async fn authenticate(
     state: &AppState,
     kind: TokenKind,
 ) -> Result<TokenRecord, ApiError> {
-    const INVALID: ApiError = ApiError::Unauthorized("invalid token");
+    let token = bearer(parts, kind)?;
+    let now = jiff::Timestamp::now().as_second();
+    let record = check_token(state, &token.hash(), kind, now).await?;
+    // Admin and enrolment tokens note their last use, to the minute (a write per minute per
+    // token, not per request); agent tokens would cost a write per heartbeat, and an agent's
+    // `last_seen` says the same.
+    if kind != TokenKind::Agent
+        && record
+            .last_used_at
+            .is_none_or(|at| at <= now - LAST_USED_RESOLUTION_S)
+        && let Err(e) = state.store.touch_token(&record.id, now).await
+    {
+        warn!(token_id = %record.id, error = %e, "recording a token's use failed");
+    }
+    Ok(record)
+}
+
+/// The token in the `Authorization: Bearer` header, shaped as one of `kind`.
+fn bearer(parts: &Parts, kind: TokenKind) -> Result<Token, ApiError> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
@@ -100,24 +132,21 @@ async fn authenticate(
     if token.claimed_kind() != Some(kind) {
         return Err(INVALID);
     }
-    let hash = token.hash();
-    let record = state.store.find_token(&hash).await?.ok_or(INVALID)?;
+    Ok(token)
+}
+
+/// The stored token whose hash is `hash`, if it is a live one of `kind` at `now`.
+async fn check_token(
+    state: &AppState,
+    hash: &str,
+    kind: TokenKind,
+    now: i64,
+) -> Result<TokenRecord, ApiError> {
+    let record = state.store.find_token(hash).await?.ok_or(INVALID)?;
     // The look-up went through an index on the hash; comparing again in constant time keeps
     // the decision itself free of timing differences.
-    let now = jiff::Timestamp::now().as_second();
-    if !hashes_equal(&record.hash, &hash) || !record.is_live(kind, now) {
+    if !hashes_equal(&record.hash, hash) || !record.is_live(kind, now) {
         return Err(INVALID);
-    }
-    // Admin and enrolment tokens note their last use, to the minute (a write per minute per
-    // token, not per request); agent tokens would cost a write per heartbeat, and an agent's
-    // `last_seen` says the same.
-    if kind != TokenKind::Agent
-        && record
-            .last_used_at
-            .is_none_or(|at| at <= now - LAST_USED_RESOLUTION_S)
-        && let Err(e) = state.store.touch_token(&record.id, now).await
-    {
-        warn!(token_id = %record.id, error = %e, "recording a token's use failed");
     }
     Ok(record)
 }

@@ -13,12 +13,14 @@ pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod heartbeats;
 pub mod ingest;
 pub mod inventory;
 pub mod openapi;
 pub mod ops;
 pub mod store;
 pub mod token;
+pub mod token_cache;
 pub mod version;
 
 use std::future::Future;
@@ -33,8 +35,10 @@ use tracing::info;
 
 pub use config::{Limits, ServerConfig};
 use error::ApiError;
+use heartbeats::HeartbeatWriter;
 use ops::Ops;
 use store::{Store, StoreError};
+use token_cache::TokenCache;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -43,12 +47,25 @@ pub struct AppState {
     pub limits: Limits,
     /// Counters and the rate limiter.
     pub ops: Arc<Ops>,
+    /// Writes heartbeats in groups.
+    pub heartbeats: HeartbeatWriter,
+    /// Agent tokens recently found live.
+    pub agent_tokens: Arc<TokenCache>,
 }
 
 impl AppState {
+    /// The state over `store`; starts the heartbeat writer on the current runtime.
     pub fn new(store: Store, limits: Limits) -> AppState {
         let ops = Arc::new(Ops::new(&limits));
-        AppState { store, limits, ops }
+        let heartbeats = HeartbeatWriter::start(store.clone());
+        let agent_tokens = Arc::new(TokenCache::new(limits.token_cache));
+        AppState {
+            store,
+            limits,
+            ops,
+            heartbeats,
+            agent_tokens,
+        }
     }
 }
 

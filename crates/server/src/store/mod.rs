@@ -128,6 +128,20 @@ pub struct AgentRecord {
     pub health: Option<String>,
 }
 
+/// One heartbeat to record.
+#[derive(Debug, Clone)]
+pub struct HeartbeatRow {
+    pub tenant_id: String,
+    pub agent_id: String,
+    /// Unix seconds.
+    pub seen_at: i64,
+    pub agent_version: String,
+    /// The agent's health figures, JSON.
+    pub health: String,
+    /// The interval the agent promises; `None`: the server's default.
+    pub interval_s: Option<i64>,
+}
+
 /// The envelope of a report being ingested: what makes ingestion idempotent.
 #[derive(Debug, Clone)]
 pub struct ReportMeta {
@@ -323,10 +337,34 @@ impl Store {
         health: &str,
         interval_s: Option<i64>,
     ) -> Result<(), StoreError> {
-        on_backend!(
-            self,
-            write heartbeat(tenant_id, agent_id, now, agent_version, health, interval_s)
-        )
+        let row = HeartbeatRow {
+            tenant_id: tenant_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            seen_at: now,
+            agent_version: agent_version.to_owned(),
+            health: health.to_owned(),
+            interval_s,
+        };
+        match self
+            .heartbeats(std::slice::from_ref(&row))
+            .await?
+            .is_empty()
+        {
+            true => Err(StoreError::NotFound("agent")),
+            false => Ok(()),
+        }
+    }
+
+    /// Records many heartbeats with one statement (see `heartbeats.rs`); returns the
+    /// (tenant, agent) pairs found, the others being gone.
+    pub async fn heartbeats(
+        &self,
+        rows: &[HeartbeatRow],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_backend!(self, write heartbeats(rows))
     }
 
     /// Ingests an inventory report once per report id. Within one transaction: records the

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{TestServer, assert_error, backends, client, public_key, send};
+use crate::support::{TestServer, assert_error, backends, client, heartbeat, public_key, send};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -232,5 +232,131 @@ async fn malformed_requests_get_json_errors() {
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
         );
+    }
+}
+
+/// An agent's live token is kept in memory (`[limits] token_cache_s`): a revocation through
+/// this server stops it at once; one made elsewhere (the CLI, another replica: here, straight
+/// in the database) only when its entry ends, or at once with the cache off.
+#[tokio::test]
+async fn cached_agent_tokens_stop_at_revocation_through_the_server() {
+    use muster_server::store::TokenFilter;
+    use muster_server::token::TokenKind;
+    for backend in backends() {
+        for lifetime in [Duration::from_secs(120), Duration::ZERO] {
+            let limits = Limits {
+                token_cache: lifetime,
+                ..Limits::default()
+            };
+            let server = TestServer::start_with_on(&backend, limits).await;
+            let tenant = server.tenant("acme").await;
+            let t = tenant.tenant.id.as_str();
+            let admin = tenant.admin_token.expose();
+            let server = &server;
+            let beat = |id: &str, token: &str| {
+                let body = heartbeat(id, None);
+                let token = token.to_owned();
+                async move { server.post("/api/agents/heartbeat", &token, &body).await.0 }
+            };
+            let register = |k: u8| {
+                server.register(
+                    &tenant,
+                    json!({"hostname": format!("h{k}"), "public_key": public_key(k)}),
+                )
+            };
+            let token_id = |agent: String| async move {
+                let filter = TokenFilter {
+                    kind: Some(TokenKind::Agent),
+                    revoked: Some(false),
+                    limit: 100,
+                    offset: 0,
+                };
+                let page = server.store.list_tokens(t, &filter).await.unwrap();
+                let token = page
+                    .tokens
+                    .iter()
+                    .find(|k| k.agent_id.as_ref() == Some(&agent));
+                token.unwrap().id.clone()
+            };
+
+            // Revoked in the database behind the server's back.
+            let (a, a_token) = register(1).await;
+            assert_eq!(beat(&a, &a_token).await, StatusCode::OK);
+            let id = token_id(a.clone()).await;
+            server.store.revoke_token(t, &id, 0).await.unwrap().unwrap();
+            let expected = if lifetime.is_zero() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(beat(&a, &a_token).await, expected, "cache {lifetime:?}");
+
+            // Revoked through the admin API.
+            let (b, b_token) = register(2).await;
+            assert_eq!(beat(&b, &b_token).await, StatusCode::OK);
+            let id = token_id(b.clone()).await;
+            let (status, _) = server
+                .delete(&format!("/api/admin/tokens/{id}"), admin)
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(beat(&b, &b_token).await, StatusCode::UNAUTHORIZED);
+
+            // Revoked by registering again.
+            let (c, c_token) = register(3).await;
+            assert_eq!(beat(&c, &c_token).await, StatusCode::OK);
+            let (again, fresh) = register(3).await;
+            assert_eq!(again, c);
+            assert_eq!(beat(&c, &c_token).await, StatusCode::UNAUTHORIZED);
+            assert_eq!(beat(&c, &fresh).await, StatusCode::OK);
+        }
+    }
+}
+
+/// Heartbeats arriving together are written together (one statement for the group), each
+/// agent's own figures to its own row.
+#[tokio::test]
+async fn heartbeats_arriving_together_each_land_on_their_agent() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let t = tenant.tenant.id.clone();
+        let mut agents = Vec::new();
+        for k in 0..40u8 {
+            agents.push(
+                server
+                    .register(
+                        &tenant,
+                        json!({"hostname": format!("h{k}"), "public_key": public_key(k)}),
+                    )
+                    .await,
+            );
+        }
+        let mut beats = tokio::task::JoinSet::new();
+        for (k, (id, token)) in agents.iter().enumerate() {
+            let mut body = heartbeat(id, Some(30 + k as u64));
+            body["agent_version"] = json!(format!("1.0.{k}"));
+            body["health"]["scans_completed"] = json!(k);
+            let request = client()
+                .post(server.url("/api/agents/heartbeat"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            beats.spawn(send(request));
+        }
+        while let Some(answer) = beats.join_next().await {
+            let (status, body) = answer.unwrap();
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        for (k, (id, _)) in agents.iter().enumerate() {
+            let agent = server.store.agent(&t, id).await.unwrap().unwrap();
+            assert_eq!(
+                agent.agent_version.as_deref(),
+                Some(format!("1.0.{k}").as_str())
+            );
+            assert!(agent.last_seen.is_some());
+            let health: serde_json::Value =
+                serde_json::from_str(agent.health.as_deref().unwrap()).unwrap();
+            assert_eq!(health["scans_completed"], k);
+        }
     }
 }

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::{Conn, Db, Pool};
 use crate::store::{
-    AgentRecord, AgentRegistration, Ingested, MetricsRow, NOT_HELD, NewInventory, NewToken,
-    ReportMeta, StoreError, StoredInventory, Tenant, TokenRecord,
+    AgentRecord, AgentRegistration, HeartbeatRow, Ingested, MetricsRow, NOT_HELD, NewInventory,
+    NewToken, ReportMeta, StoreError, StoredInventory, Tenant, TokenRecord,
 };
 use crate::token::TokenKind;
 
@@ -177,32 +177,53 @@ pub(in crate::store) async fn register_agent(
     Ok((agent_id, created))
 }
 
-pub(in crate::store) async fn heartbeat(
+/// Heartbeats per statement is the caller's (`heartbeats.rs`) to bound; one statement updates
+/// them all and returns the agents it found.
+pub(in crate::store) async fn heartbeats(
     pool: &Pool,
-    tenant_id: &str,
-    agent_id: &str,
-    now: i64,
-    agent_version: &str,
-    health: &str,
-    interval_s: Option<i64>,
-) -> Result<(), StoreError> {
-    let updated = sqlx::query(
-        "UPDATE agents SET last_seen = $1, agent_version = $2, health = $3, \
-             heartbeat_interval_s = $6 \
-         WHERE tenant_id = $4 AND id = $5",
-    )
-    .bind(now)
-    .bind(agent_version)
-    .bind(health)
-    .bind(tenant_id)
-    .bind(agent_id)
-    .bind(interval_s)
-    .execute(pool)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Err(StoreError::NotFound("agent"));
+    rows: &[HeartbeatRow],
+) -> Result<Vec<(String, String)>, StoreError> {
+    // Named apart from the table's columns, so `RETURNING` is unambiguous on PostgreSQL; the
+    // casts give PostgreSQL the parameters' types.
+    let mut sql =
+        String::from("WITH v (tenant, agent, seen, version, health, interval_s) AS (VALUES ");
+    for k in 0..rows.len() {
+        let b = k * 6;
+        if k > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT), \
+              CAST(${} AS TEXT), CAST(${} AS BIGINT))",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6
+        ));
     }
-    Ok(())
+    sql.push_str(
+        ") UPDATE agents SET last_seen = v.seen, agent_version = v.version, health = v.health, \
+             heartbeat_interval_s = v.interval_s \
+         FROM v WHERE agents.tenant_id = v.tenant AND agents.id = v.agent \
+         RETURNING tenant_id, id",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for row in rows {
+        query = query
+            .bind(&row.tenant_id)
+            .bind(&row.agent_id)
+            .bind(row.seen_at)
+            .bind(&row.agent_version)
+            .bind(&row.health)
+            .bind(row.interval_s);
+    }
+    let found = query.fetch_all(pool).await?;
+    found
+        .iter()
+        .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("id")?)))
+        .collect()
 }
 
 /// Records the report id; `false` when it was stored before by this agent. A report id stored

@@ -1,0 +1,79 @@
+//! Heartbeats written in groups: the most frequent request (an agent's every minute) is one
+//! row update, and a fleet sends thousands a second. Each request hands its update to one
+//! writer task and waits for it; the writer takes every update that arrived while it was
+//! writing the previous group and writes them with one statement. An idle server writes each
+//! heartbeat at once (a group of one); a busy one writes groups as large as its backlog, so
+//! the database sees a statement per group instead of one per heartbeat. The answer still
+//! waits for the write, so a heartbeat answered 200 is stored.
+
+use std::collections::HashSet;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::store::{HeartbeatRow, Store, StoreError};
+
+/// Updates written by one statement at most (6 bound values each).
+const MAX_GROUP: usize = 500;
+/// Heartbeats waiting for the writer at most; beyond it requests wait to hand theirs over.
+const QUEUE: usize = 16_384;
+
+type Done = oneshot::Sender<Result<(), ApiError>>;
+
+/// The handle requests write heartbeats through. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HeartbeatWriter {
+    queue: mpsc::Sender<(HeartbeatRow, Done)>,
+}
+
+impl HeartbeatWriter {
+    /// Starts the writer task on the current runtime; it ends when the last handle is dropped.
+    pub fn start(store: Store) -> HeartbeatWriter {
+        let (queue, updates) = mpsc::channel(QUEUE);
+        tokio::spawn(write_groups(store, updates));
+        HeartbeatWriter { queue }
+    }
+
+    /// Records `row` and waits until it is written: `NotFound` when the agent is gone.
+    pub async fn record(&self, row: HeartbeatRow) -> Result<(), ApiError> {
+        let (done, written) = oneshot::channel();
+        let stopped = || ApiError::Unavailable("the server is stopping".into());
+        self.queue.send((row, done)).await.map_err(|_| stopped())?;
+        written.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_groups(store: Store, mut updates: mpsc::Receiver<(HeartbeatRow, Done)>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while updates.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let (rows, waiting): (Vec<HeartbeatRow>, Vec<Done>) = group.drain(..).unzip();
+        match store.heartbeats(&rows).await {
+            Ok(found) => {
+                let found: HashSet<(&str, &str)> = found
+                    .iter()
+                    .map(|(t, a)| (t.as_str(), a.as_str()))
+                    .collect();
+                for (row, done) in rows.iter().zip(waiting) {
+                    let outcome =
+                        if found.contains(&(row.tenant_id.as_str(), row.agent_id.as_str())) {
+                            Ok(())
+                        } else {
+                            Err(ApiError::from(StoreError::NotFound("agent")))
+                        };
+                    // The request may have gone (its client hung up); nothing to tell then.
+                    let _ = done.send(outcome);
+                }
+            }
+            Err(e) => {
+                let unavailable = matches!(e, StoreError::Database(sqlx::Error::PoolTimedOut));
+                for done in waiting {
+                    let _ = done.send(Err(if unavailable {
+                        ApiError::Unavailable("the database is busy".into())
+                    } else {
+                        ApiError::Internal(format!("writing heartbeats: {e}"))
+                    }));
+                }
+            }
+        }
+    }
+}
