@@ -1,10 +1,11 @@
 //! Heartbeats written in groups: the most frequent request (an agent's every minute) is one
 //! row update, and a fleet sends thousands a second. Each request hands its update to one
-//! writer task and waits for it; the writer takes every update that arrived while it was
-//! writing the previous group and writes them with one statement. An idle server writes each
-//! heartbeat at once (a group of one); a busy one writes groups as large as its backlog, so
-//! the database sees a statement per group instead of one per heartbeat. The answer still
-//! waits for the write, so a heartbeat answered 200 is stored.
+//! writer task and waits for it. The writer asks the store for a connection and gathers the
+//! group only once it has one (group commit): every update that queued while it waited goes
+//! in, so a heartbeat waits in the connection's queue once, as it would alone, and the
+//! database sees a statement per group instead of one per heartbeat. An idle server writes
+//! each heartbeat at once (a group of one). The answer still waits for the write, so a
+//! heartbeat answered 200 is stored.
 
 use std::collections::HashSet;
 
@@ -44,35 +45,51 @@ impl HeartbeatWriter {
 }
 
 async fn write_groups(store: Store, mut updates: mpsc::Receiver<(HeartbeatRow, Done)>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while updates.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (rows, waiting): (Vec<HeartbeatRow>, Vec<Done>) = group.drain(..).unzip();
-        match store.heartbeats(&rows).await {
-            Ok(found) => {
-                let found: HashSet<(&str, &str)> = found
-                    .iter()
-                    .map(|(t, a)| (t.as_str(), a.as_str()))
-                    .collect();
-                for (row, done) in rows.iter().zip(waiting) {
-                    let outcome =
-                        if found.contains(&(row.tenant_id.as_str(), row.agent_id.as_str())) {
-                            Ok(())
-                        } else {
-                            Err(ApiError::from(StoreError::NotFound("agent")))
-                        };
-                    // The request may have gone (its client hung up); nothing to tell then.
-                    let _ = done.send(outcome);
+    while let Some(first) = updates.recv().await {
+        let mut group = vec![first];
+        // The group is gathered when the connection is free, not before: everything that
+        // queued while it was busy goes in.
+        let written = store
+            .heartbeats(&mut || {
+                while group.len() < MAX_GROUP {
+                    match updates.try_recv() {
+                        Ok(update) => group.push(update),
+                        Err(_) => break,
+                    }
                 }
+                group.iter().map(|(row, _)| row.clone()).collect()
+            })
+            .await;
+        answer(group, written);
+    }
+}
+
+/// Tells each waiting request how its heartbeat fared.
+fn answer(group: Vec<(HeartbeatRow, Done)>, written: Result<Vec<(String, String)>, StoreError>) {
+    match written {
+        Ok(found) => {
+            let found: HashSet<(&str, &str)> = found
+                .iter()
+                .map(|(t, a)| (t.as_str(), a.as_str()))
+                .collect();
+            for (row, done) in group {
+                let outcome = if found.contains(&(row.tenant_id.as_str(), row.agent_id.as_str())) {
+                    Ok(())
+                } else {
+                    Err(ApiError::from(StoreError::NotFound("agent")))
+                };
+                // The request may have gone (its client hung up); nothing to tell then.
+                let _ = done.send(outcome);
             }
-            Err(e) => {
-                let unavailable = matches!(e, StoreError::Database(sqlx::Error::PoolTimedOut));
-                for done in waiting {
-                    let _ = done.send(Err(if unavailable {
-                        ApiError::Unavailable("the database is busy".into())
-                    } else {
-                        ApiError::Internal(format!("writing heartbeats: {e}"))
-                    }));
-                }
+        }
+        Err(e) => {
+            let unavailable = matches!(e, StoreError::Database(sqlx::Error::PoolTimedOut));
+            for (_, done) in group {
+                let _ = done.send(Err(if unavailable {
+                    ApiError::Unavailable("the database is busy".into())
+                } else {
+                    ApiError::Internal(format!("writing heartbeats: {e}"))
+                }));
             }
         }
     }

@@ -345,26 +345,24 @@ impl Store {
             health: health.to_owned(),
             interval_s,
         };
-        match self
-            .heartbeats(std::slice::from_ref(&row))
-            .await?
-            .is_empty()
-        {
+        let mut row = Some(row);
+        let found = self
+            .heartbeats(&mut || row.take().into_iter().collect())
+            .await?;
+        match found.is_empty() {
             true => Err(StoreError::NotFound("agent")),
             false => Ok(()),
         }
     }
 
-    /// Records many heartbeats with one statement (see `heartbeats.rs`); returns the
+    /// Records many heartbeats with one statement (see `heartbeats.rs`): once a connection
+    /// is free, `gather` hands over the rows — as many as have queued up by then. Returns the
     /// (tenant, agent) pairs found, the others being gone.
     pub async fn heartbeats(
         &self,
-        rows: &[HeartbeatRow],
+        gather: &mut (dyn FnMut() -> Vec<HeartbeatRow> + Send),
     ) -> Result<Vec<(String, String)>, StoreError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        on_backend!(self, write heartbeats(rows))
+        on_backend!(self, write heartbeats(gather))
     }
 
     /// Ingests an inventory report once per report id. Within one transaction: records the

@@ -32,18 +32,47 @@ type Conn = sqlx::SqliteConnection;
 /// Reading connections. SQLite has one writer at a time; readers run beside it (WAL).
 const READERS: u32 = 8;
 
-/// The backend's two pools: `write` (one connection) for every statement that writes, `read`
-/// for the rest.
+/// How often the write-ahead log is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The backend's pools: `write` (one connection) for every statement that writes, `read` for
+/// the rest, and one connection of its own for checkpoints.
 #[derive(Debug, Clone)]
 pub(super) struct Pools {
     pub read: SqlitePool,
     pub write: SqlitePool,
+    checkpoint: SqlitePool,
 }
 
 impl Pools {
     pub async fn close(&self) {
+        self.checkpoint.close().await;
         self.read.close().await;
         self.write.close().await;
+    }
+}
+
+/// Copies the write-ahead log back into the database file every [`CHECKPOINT_EVERY`], until
+/// the pool closes. SQLite would otherwise do it on the writing connection when a commit
+/// leaves the log over 1,000 pages, holding up every write queued behind that commit (tens of
+/// milliseconds); a passive checkpoint from another connection runs beside the writer.
+async fn checkpoints(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "checkpointing the write-ahead log failed");
+        }
     }
 }
 
@@ -70,14 +99,23 @@ pub(super) async fn open(url: &str) -> Result<Pools, StoreError> {
     }
     let write = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(options.clone())
+        .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
         .await?;
     super::MIGRATOR.run(&write).await?;
     let read = SqlitePoolOptions::new()
         .max_connections(READERS)
-        .connect_with(options.pragma("query_only", "ON"))
+        .connect_with(options.clone().pragma("query_only", "ON"))
         .await?;
-    Ok(Pools { read, write })
+    let checkpoint = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    tokio::spawn(checkpoints(checkpoint.clone()));
+    Ok(Pools {
+        read,
+        write,
+        checkpoint,
+    })
 }
 
 #[cfg(test)]
@@ -104,6 +142,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1);
+        pools.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_log_is_checkpointed_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.db");
+        let pools = open(&format!("sqlite://{}", file.display())).await.unwrap();
+        let (off,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+            .fetch_one(&pools.write)
+            .await
+            .unwrap();
+        assert_eq!(off, 0, "the writer checkpoints itself");
+        let before = std::fs::metadata(&file).unwrap().len();
+        sqlx::query("CREATE TABLE blobs (b BLOB)")
+            .execute(&pools.write)
+            .await
+            .unwrap();
+        for _ in 0..8 {
+            sqlx::query("INSERT INTO blobs VALUES (zeroblob(262144))")
+                .execute(&pools.write)
+                .await
+                .unwrap();
+        }
+        // The 2 MiB are in the log until a checkpoint copies them into the file.
+        let deadline = std::time::Instant::now() + 5 * CHECKPOINT_EVERY;
+        while std::fs::metadata(&file).unwrap().len() < before + 2 * 1024 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint within {:?}",
+                5 * CHECKPOINT_EVERY
+            );
+            tokio::time::sleep(CHECKPOINT_EVERY / 10).await;
+        }
         pools.close().await;
     }
 }

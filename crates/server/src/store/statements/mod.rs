@@ -177,12 +177,18 @@ pub(in crate::store) async fn register_agent(
     Ok((agent_id, created))
 }
 
-/// Heartbeats per statement is the caller's (`heartbeats.rs`) to bound; one statement updates
-/// them all and returns the agents it found.
+/// Takes a connection, then the heartbeats `gather` hands over (their number is the caller's
+/// to bound; `heartbeats.rs`), and updates them all with one statement; returns the agents it
+/// found.
 pub(in crate::store) async fn heartbeats(
     pool: &Pool,
-    rows: &[HeartbeatRow],
+    gather: &mut (dyn FnMut() -> Vec<HeartbeatRow> + Send),
 ) -> Result<Vec<(String, String)>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let rows = gather();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     // Named apart from the table's columns, so `RETURNING` is unambiguous on PostgreSQL; the
     // casts give PostgreSQL the parameters' types.
     let mut sql =
@@ -210,7 +216,7 @@ pub(in crate::store) async fn heartbeats(
          RETURNING tenant_id, id",
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for row in rows {
+    for row in &rows {
         query = query
             .bind(&row.tenant_id)
             .bind(&row.agent_id)
@@ -219,7 +225,7 @@ pub(in crate::store) async fn heartbeats(
             .bind(&row.health)
             .bind(row.interval_s);
     }
-    let found = query.fetch_all(pool).await?;
+    let found = query.fetch_all(&mut *conn).await?;
     found
         .iter()
         .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("id")?)))
