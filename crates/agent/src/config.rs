@@ -140,6 +140,16 @@ pub struct SchedulingConfig {
     /// Local time of day, minutes after midnight.
     pub maintenance_window_start: Option<u32>,
     pub maintenance_window_end: Option<u32>,
+    /// A command's timeout when it names none (`timeout_s`). Default 600 s.
+    pub command_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a command is stopped, and how long running commands
+    /// may go on when the agent stops. Default 10 s.
+    pub kill_grace: Duration,
+    /// The most of each of a command's stdout and stderr kept (the tail). Default 64 KiB.
+    pub output_max_bytes: u64,
+    /// Keep a `commands/pending` long-poll open so a command arrives within about a second.
+    /// Default on.
+    pub long_poll: bool,
 }
 
 /// `[security]`
@@ -191,6 +201,10 @@ impl Default for Config {
                 defer_threshold_memory: 75.0,
                 maintenance_window_start: Some(2 * 60),
                 maintenance_window_end: Some(4 * 60),
+                command_timeout: Duration::from_secs(600),
+                kill_grace: Duration::from_secs(10),
+                output_max_bytes: 64 * 1024,
+                long_poll: true,
             },
             security: SecurityConfig {
                 verify_ssl: true,
@@ -852,6 +866,24 @@ static SPECS: &[Spec] = &[
         Value::time_of_day,
         show_time
     ),
+    spec!(
+        scheduling.command_timeout,
+        |v: &Value<'_>| v.seconds(1, MAX_INTERVAL_SECS),
+        show_secs
+    ),
+    spec!(
+        scheduling.kill_grace,
+        |v: &Value<'_>| v.seconds(0, 300),
+        show_secs
+    ),
+    spec!(
+        scheduling.output_max_bytes,
+        |v: &Value<'_>| v.integer(1024, 16 << 20, "bytes"),
+        show_int
+    ),
+    spec!(scheduling.long_poll, Value::boolean, |b: &bool| Shown::Bool(
+        *b
+    )),
     spec!(security.verify_ssl, Value::boolean, |b: &bool| Shown::Bool(
         *b
     )),
