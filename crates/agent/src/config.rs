@@ -881,9 +881,11 @@ static SPECS: &[Spec] = &[
         |v: &Value<'_>| v.integer(1024, 16 << 20, "bytes"),
         show_int
     ),
-    spec!(scheduling.long_poll, Value::boolean, |b: &bool| Shown::Bool(
-        *b
-    )),
+    spec!(
+        scheduling.long_poll,
+        Value::boolean,
+        |b: &bool| Shown::Bool(*b)
+    ),
     spec!(security.verify_ssl, Value::boolean, |b: &bool| Shown::Bool(
         *b
     )),

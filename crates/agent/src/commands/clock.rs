@@ -94,8 +94,8 @@ impl Window {
     /// Whether `now` is in the window in time zone `tz`.
     pub fn contains(&self, now: Timestamp, tz: &TimeZone) -> bool {
         let local = now.to_zoned(tz.clone());
-        let minute = u32::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute()))
-            .unwrap_or(0);
+        let minute =
+            u32::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
         self.contains_minute(minute)
     }
 

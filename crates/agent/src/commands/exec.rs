@@ -36,7 +36,11 @@ impl ExecSpec {
             .parameters
             .get("args")
             .and_then(|a| a.as_array())
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         ExecSpec {
             program: command.command.clone(),
@@ -147,7 +151,10 @@ impl Tail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     /// The main process exited (`code` `None`: killed by a signal, see `signal`).
-    Exited { code: Option<i32>, signal: Option<i32> },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// The timeout passed; the tree was stopped.
     TimedOut,
     /// Asked to stop (cancelled, or the agent stopping); the tree was stopped.
@@ -199,8 +206,20 @@ pub async fn run(spec: ExecSpec, mut stop: watch::Receiver<bool>) -> ExecOutcome
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     let mut readers = Vec::new();
     for (pipe, tail) in [
-        (child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), stdout.clone()),
-        (child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), stderr.clone()),
+        (
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            stdout.clone(),
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            stderr.clone(),
+        ),
     ] {
         if let Some(mut pipe) = pipe {
             readers.push(tokio::spawn(async move {
@@ -208,7 +227,10 @@ pub async fn run(spec: ExecSpec, mut stop: watch::Receiver<bool>) -> ExecOutcome
                 loop {
                     match pipe.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => tail.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]),
+                        Ok(n) => tail
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(&buf[..n]),
                     }
                 }
             }));
@@ -281,7 +303,10 @@ mod tests {
         ExecSpec {
             program: program.into(),
             args: args.iter().map(|s| s.to_string()).collect(),
-            env: vec![("PATH".into(), DEFAULT_PATH.into()), ("GREETING".into(), "hi".into())],
+            env: vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
+                ("GREETING".into(), "hi".into()),
+            ],
             cwd: PathBuf::from("/"),
             timeout: Duration::from_secs(10),
             grace: Duration::from_millis(500),
@@ -308,11 +333,25 @@ mod tests {
     #[tokio::test]
     async fn exec_runs_an_argv_without_a_shell_in_a_clean_environment() {
         let out = run(
-            spec("sh", &["-c", "echo \"$GREETING $HOME [$1]\"; echo err >&2; exit 3", "x", "a b;c"]),
+            spec(
+                "sh",
+                &[
+                    "-c",
+                    "echo \"$GREETING $HOME [$1]\"; echo err >&2; exit 3",
+                    "x",
+                    "a b;c",
+                ],
+            ),
             never(),
         )
         .await;
-        assert_eq!(out.ending, Ending::Exited { code: Some(3), signal: None });
+        assert_eq!(
+            out.ending,
+            Ending::Exited {
+                code: Some(3),
+                signal: None
+            }
+        );
         assert_eq!(out.exit_code, Some(3));
         assert_eq!(out.stdout.text(), "hi  [a b;c]\n");
         assert_eq!(out.stderr.text(), "err\n");
@@ -322,7 +361,11 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_is_closed_and_the_command_has_its_own_process_group() {
-        let out = run(spec("sh", &["-c", "cat; cut -d' ' -f5 /proc/$$/stat; echo $$"]), never()).await;
+        let out = run(
+            spec("sh", &["-c", "cat; cut -d' ' -f5 /proc/$$/stat; echo $$"]),
+            never(),
+        )
+        .await;
         let text = out.stdout.text();
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
         assert_eq!(lines.len(), 2, "{lines:?}");
@@ -341,7 +384,11 @@ mod tests {
     #[tokio::test]
     async fn a_program_that_does_not_exist_fails_to_start() {
         let out = run(spec("/nonexistent/program", &[]), never()).await;
-        assert!(matches!(out.ending, Ending::SpawnFailed(ref m) if m.contains("/nonexistent/program")), "{:?}", out.ending);
+        assert!(
+            matches!(out.ending, Ending::SpawnFailed(ref m) if m.contains("/nonexistent/program")),
+            "{:?}",
+            out.ending
+        );
     }
 
     fn alive(pid: i32) -> bool {
@@ -376,13 +423,21 @@ mod tests {
         let started = std::time::Instant::now();
         let out = run(s, never()).await;
         assert_eq!(out.ending, Ending::TimedOut);
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         let recorded: Vec<i32> = std::fs::read_to_string(&pids)
             .unwrap()
             .lines()
             .map(|l| l.trim().parse().unwrap())
             .collect();
-        assert_eq!(recorded.len(), 7, "every process wrote its pid: {recorded:?}");
+        assert_eq!(
+            recorded.len(),
+            7,
+            "every process wrote its pid: {recorded:?}"
+        );
         // Orphans are reaped by init; give it a moment.
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         loop {
@@ -390,7 +445,10 @@ mod tests {
             if left.is_empty() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "still alive: {left:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still alive: {left:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -401,7 +459,10 @@ mod tests {
         let task = tokio::spawn(run(spec("sh", &["-c", "sleep 30 & wait"]), rx));
         tokio::time::sleep(Duration::from_millis(200)).await;
         tx.send(true).unwrap();
-        let out = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(out.ending, Ending::Stopped);
     }
 }

@@ -62,9 +62,9 @@ pub fn signing_key(
     }
     let path = state_dir.join(PIN_FILE);
     let pinned = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(
-            SigningKey::from_base64(&text).map_err(|e| format!("{}: {e}", path.display()))?,
-        ),
+        Ok(text) => {
+            Some(SigningKey::from_base64(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };

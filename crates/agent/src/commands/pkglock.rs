@@ -28,10 +28,12 @@ pub fn default_lock_files() -> Vec<PathBuf> {
 /// The first of `files` another process holds a lock on, as a reason (`/var/lib/dpkg/lock
 /// held by pid 1234`).
 pub fn held(files: &[PathBuf]) -> Option<String> {
-    files.iter().find_map(|f| holder(f).map(|pid| match pid {
-        Some(pid) => format!("package manager lock {} held by pid {pid}", f.display()),
-        None => format!("package manager lock {} is held", f.display()),
-    }))
+    files.iter().find_map(|f| {
+        holder(f).map(|pid| match pid {
+            Some(pid) => format!("package manager lock {} held by pid {pid}", f.display()),
+            None => format!("package manager lock {} is held", f.display()),
+        })
+    })
 }
 
 /// `Some(holder pid)` when another process holds a lock on `path` (`Some(None)`: an open file

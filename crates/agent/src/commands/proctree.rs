@@ -49,7 +49,11 @@ pub fn snapshot(proc_root: &Path) -> Vec<ProcStat> {
     };
     entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter_map(|t| parse_stat(&t))
         .filter(|s| s.state != 'Z' && s.state != 'X')
@@ -185,14 +189,14 @@ mod tests {
     fn the_tree_follows_parents_the_group_and_sessions_the_tree_started() {
         let procs = [
             p(1, 0, 1, 1),
-            p(50, 1, 50, 50),     // the agent
-            p(100, 50, 100, 50),  // the command, its own group in the agent's session
-            p(101, 100, 100, 50), // a child
+            p(50, 1, 50, 50),      // the agent
+            p(100, 50, 100, 50),   // the command, its own group in the agent's session
+            p(101, 100, 100, 50),  // a child
             p(102, 101, 102, 102), // a grandchild that called setsid
-            p(103, 1, 102, 102),  // its child, orphaned to init, still in that session
-            p(104, 1, 100, 50),   // an orphan still in the command's group
-            p(200, 50, 200, 50),  // another command of the agent
-            p(201, 1, 201, 201),  // an unrelated daemon
+            p(103, 1, 102, 102),   // its child, orphaned to init, still in that session
+            p(104, 1, 100, 50),    // an orphan still in the command's group
+            p(200, 50, 200, 50),   // another command of the agent
+            p(201, 1, 201, 201),   // an unrelated daemon
         ];
         let members: Vec<i32> = tree(100, &procs).into_keys().collect();
         assert_eq!(members, [100, 101, 102, 103, 104]);

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use muster_proto::api::{Command, CommandState, CommandStatusUpdate, LockRequest, LockScope, PendingCommands};
+use muster_proto::api::{
+    Command, CommandState, CommandStatusUpdate, LockRequest, LockScope, PendingCommands,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -57,7 +59,9 @@ impl Settings {
     pub fn from_config(config: &Config) -> Settings {
         let s = &config.scheduling;
         Settings {
-            max_concurrent: usize::try_from(s.max_concurrent_commands).unwrap_or(1).max(1),
+            max_concurrent: usize::try_from(s.max_concurrent_commands)
+                .unwrap_or(1)
+                .max(1),
             defer_cpu: s.defer_threshold_cpu,
             defer_memory: s.defer_threshold_memory,
             window: Window::from_config(s.maintenance_window_start, s.maintenance_window_end),
@@ -158,8 +162,14 @@ impl<A: CommandApi> CommandRuntime<A> {
         let interrupted = std::mem::take(&mut store.state.running);
         let now = clock.now();
         for entry in interrupted {
-            warn!(command_id = entry.command.id, "a command was running when the agent stopped");
-            store.state.stale_locks.extend(entry.lock_ids.iter().cloned());
+            warn!(
+                command_id = entry.command.id,
+                "a command was running when the agent stopped"
+            );
+            store
+                .state
+                .stale_locks
+                .extend(entry.lock_ids.iter().cloned());
             let mut u = update(
                 entry.command.id,
                 CommandState::Failed,
@@ -223,11 +233,22 @@ impl<A: CommandApi> CommandRuntime<A> {
 
     /// The ids of queued commands in the order they would run (tests, status).
     pub fn queued_ids(&self) -> Vec<i64> {
-        self.store.state.queued.iter().map(|e| e.command.id).collect()
+        self.store
+            .state
+            .queued
+            .iter()
+            .map(|e| e.command.id)
+            .collect()
     }
 
     pub fn running_ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.store.state.running.iter().map(|e| e.command.id).collect();
+        let mut ids: Vec<i64> = self
+            .store
+            .state
+            .running
+            .iter()
+            .map(|e| e.command.id)
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -247,7 +268,10 @@ impl<A: CommandApi> CommandRuntime<A> {
         debug!(command_id = u.command_id, status = ?u.status, reason = u.reason.as_deref().unwrap_or(""), "command status");
         let dropped = self.store.state.report(u);
         if dropped > 0 {
-            warn!(dropped, "too many unsent command status updates; oldest dropped");
+            warn!(
+                dropped,
+                "too many unsent command status updates; oldest dropped"
+            );
         }
     }
 
@@ -306,10 +330,20 @@ impl<A: CommandApi> CommandRuntime<A> {
     /// Cancels `id`: queued, it is dropped and reported `cancelled`; running, its process tree
     /// is stopped and it is reported `cancelled` when it has ended.
     pub fn cancel(&mut self, id: i64) {
-        if let Some(i) = self.store.state.queued.iter().position(|e| e.command.id == id) {
+        if let Some(i) = self
+            .store
+            .state
+            .queued
+            .iter()
+            .position(|e| e.command.id == id)
+        {
             self.store.state.queued.remove(i);
             info!(command_id = id, "queued command cancelled");
-            self.report(update(id, CommandState::Cancelled, Some("cancelled before it started".into())));
+            self.report(update(
+                id,
+                CommandState::Cancelled,
+                Some("cancelled before it started".into()),
+            ));
             self.store.state.finished(id);
         } else if let Some(run) = self.running.get_mut(&id) {
             if run.why.is_none() {
@@ -320,7 +354,11 @@ impl<A: CommandApi> CommandRuntime<A> {
         } else if !self.store.state.finished.contains(&id) {
             // Delivered once, lost since (e.g. a queue file moved away): the server still
             // waits for an end.
-            self.report(update(id, CommandState::Cancelled, Some("cancelled".into())));
+            self.report(update(
+                id,
+                CommandState::Cancelled,
+                Some("cancelled".into()),
+            ));
             self.store.state.finished(id);
         }
         self.save();
@@ -358,7 +396,8 @@ impl<A: CommandApi> CommandRuntime<A> {
     /// How long until a step is worth it; `None`: only when something arrives.
     pub fn next_wake(&self) -> Option<Duration> {
         let now = self.clock.now();
-        let until = |t: Timestamp| Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO);
+        let until =
+            |t: Timestamp| Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO);
         let mut wake: Option<Duration> = None;
         let mut at = |d: Duration| wake = Some(wake.map_or(d, |w| w.min(d)));
         let state = &self.store.state;
@@ -390,8 +429,22 @@ impl<A: CommandApi> CommandRuntime<A> {
     pub async fn finish_builtin(&mut self, id: i64, result: Result<String, String>) {
         let cap = self.settings.output_cap;
         let (ending, out, err) = match result {
-            Ok(out) => (Ending::Exited { code: Some(0), signal: None }, out, String::new()),
-            Err(e) => (Ending::Exited { code: Some(1), signal: None }, String::new(), e),
+            Ok(out) => (
+                Ending::Exited {
+                    code: Some(0),
+                    signal: None,
+                },
+                out,
+                String::new(),
+            ),
+            Err(e) => (
+                Ending::Exited {
+                    code: Some(1),
+                    signal: None,
+                },
+                String::new(),
+                e,
+            ),
         };
         let mut stdout = exec::Tail::new(cap);
         stdout.push(out.as_bytes());
@@ -401,12 +454,27 @@ impl<A: CommandApi> CommandRuntime<A> {
             Ending::Exited { code, .. } => code,
             _ => None,
         };
-        self.finish_exec(id, ExecOutcome { ending, exit_code, stdout, stderr }).await;
+        self.finish_exec(
+            id,
+            ExecOutcome {
+                ending,
+                exit_code,
+                stdout,
+                stderr,
+            },
+        )
+        .await;
         self.flush().await;
     }
 
     async fn finish_exec(&mut self, id: i64, outcome: ExecOutcome) {
-        let Some(i) = self.store.state.running.iter().position(|e| e.command.id == id) else {
+        let Some(i) = self
+            .store
+            .state
+            .running
+            .iter()
+            .position(|e| e.command.id == id)
+        else {
             return;
         };
         let entry = self.store.state.running.remove(i);
@@ -414,20 +482,32 @@ impl<A: CommandApi> CommandRuntime<A> {
         let timeout = self.timeout_of(&entry.command);
         let (status, reason) = match (&outcome.ending, why) {
             (Ending::Exited { code: Some(0), .. }, None) => (CommandState::Succeeded, None),
-            (Ending::Exited { code: Some(code), .. }, None) => {
-                (CommandState::Failed, Some(format!("exit status {code}")))
-            }
+            (
+                Ending::Exited {
+                    code: Some(code), ..
+                },
+                None,
+            ) => (CommandState::Failed, Some(format!("exit status {code}"))),
             (Ending::Exited { signal, .. }, None) => (
                 CommandState::Failed,
                 Some(format!("killed by signal {}", signal.unwrap_or(0))),
             ),
             (Ending::TimedOut, _) => (
                 CommandState::TimedOut,
-                Some(format!("timed out after {} s; process tree stopped", timeout.as_secs())),
+                Some(format!(
+                    "timed out after {} s; process tree stopped",
+                    timeout.as_secs()
+                )),
             ),
             (Ending::SpawnFailed(why), _) => (CommandState::Failed, Some(why.clone())),
-            (_, Some(StopWhy::Cancelled)) => (CommandState::Cancelled, Some("cancelled while running; process tree stopped".into())),
-            (_, Some(StopWhy::Shutdown)) => (CommandState::Failed, Some("stopped: the agent is shutting down".into())),
+            (_, Some(StopWhy::Cancelled)) => (
+                CommandState::Cancelled,
+                Some("cancelled while running; process tree stopped".into()),
+            ),
+            (_, Some(StopWhy::Shutdown)) => (
+                CommandState::Failed,
+                Some("stopped: the agent is shutting down".into()),
+            ),
             (Ending::Stopped, None) => (CommandState::Failed, Some("stopped".into())),
         };
         info!(command_id = id, status = ?status, exit_code = ?outcome.exit_code, "command ended");
@@ -479,7 +559,12 @@ impl<A: CommandApi> CommandRuntime<A> {
                 continue;
             }
             match self.api.delete_lock(&id).await {
-                Ok(()) | Err(ClientError::Rejected { .. } | ClientError::Conflict { .. } | ClientError::Invalid(_)) => {
+                Ok(())
+                | Err(
+                    ClientError::Rejected { .. }
+                    | ClientError::Conflict { .. }
+                    | ClientError::Invalid(_),
+                ) => {
                     debug!(lock_id = %id, "lock released");
                 }
                 Err(e) => {
@@ -503,7 +588,11 @@ impl<A: CommandApi> CommandRuntime<A> {
         while let Some(u) = self.store.state.outbox.front() {
             match self.api.post_status(u).await {
                 Ok(()) => {}
-                Err(e @ (ClientError::Conflict { .. } | ClientError::Rejected { .. } | ClientError::Invalid(_))) => {
+                Err(
+                    e @ (ClientError::Conflict { .. }
+                    | ClientError::Rejected { .. }
+                    | ClientError::Invalid(_)),
+                ) => {
                     warn!(command_id = u.command_id, status = ?u.status, error = %e, "the server refused a command status update");
                 }
                 Err(e) => {
@@ -534,9 +623,11 @@ impl<A: CommandApi> CommandRuntime<A> {
 
     fn needs_load(&self) -> bool {
         let now = self.clock.now();
-        self.store.state.queued.iter().any(|e| {
-            e.command.priority > 1 && e.command.scheduled_for.is_none_or(|t| t <= now)
-        })
+        self.store
+            .state
+            .queued
+            .iter()
+            .any(|e| e.command.priority > 1 && e.command.scheduled_for.is_none_or(|t| t <= now))
     }
 
     async fn schedule(&mut self) {
@@ -549,14 +640,19 @@ impl<A: CommandApi> CommandRuntime<A> {
                 && expires <= now
             {
                 let e = self.store.state.queued.remove(i);
-                self.report(update(e.command.id, CommandState::Expired, Some(format!("expired at {expires} before it could run"))));
+                self.report(update(
+                    e.command.id,
+                    CommandState::Expired,
+                    Some(format!("expired at {expires} before it could run")),
+                ));
                 self.store.state.finished(e.command.id);
                 self.save();
             } else {
                 i += 1;
             }
         }
-        if self.needs_load() && self.monitor.wants_sample(now)
+        if self.needs_load()
+            && self.monitor.wants_sample(now)
             && let Some(sample) = self.load.sample()
         {
             self.monitor.observe(now, sample);
@@ -579,13 +675,24 @@ impl<A: CommandApi> CommandRuntime<A> {
                 match self.settings.window {
                     None => {
                         self.store.state.queued.remove(i);
-                        self.report(update(command.id, CommandState::Rejected, Some("the command needs a maintenance window and none is configured".into())));
+                        self.report(update(
+                            command.id,
+                            CommandState::Rejected,
+                            Some(
+                                "the command needs a maintenance window and none is configured"
+                                    .into(),
+                            ),
+                        ));
                         self.store.state.finished(command.id);
                         self.save();
                         continue;
                     }
                     Some(w) if !w.contains(now, &self.clock.time_zone()) => {
-                        self.defer(i, Wait::Window, format!("waiting for the maintenance window {}", w.describe()));
+                        self.defer(
+                            i,
+                            Wait::Window,
+                            format!("waiting for the maintenance window {}", w.describe()),
+                        );
                         i += 1;
                         continue;
                     }
@@ -593,7 +700,9 @@ impl<A: CommandApi> CommandRuntime<A> {
                 }
             }
             if command.priority > 1
-                && let Some(reason) = self.monitor.over(self.settings.defer_cpu, self.settings.defer_memory)
+                && let Some(reason) = self
+                    .monitor
+                    .over(self.settings.defer_cpu, self.settings.defer_memory)
             {
                 self.defer(i, Wait::Load, reason);
                 i += 1;
@@ -678,7 +787,14 @@ impl<A: CommandApi> CommandRuntime<A> {
         let (spec, script) = match command.kind.as_str() {
             "builtin" => {
                 self.builtins.push_back((id, command.command.clone()));
-                self.running.insert(id, Running { stop, why: None, _script: None });
+                self.running.insert(
+                    id,
+                    Running {
+                        stop,
+                        why: None,
+                        _script: None,
+                    },
+                );
                 self.save();
                 return;
             }
@@ -703,13 +819,25 @@ impl<A: CommandApi> CommandRuntime<A> {
                         (spec, Some(script))
                     }
                     Err(e) => {
-                        self.running.insert(id, Running { stop, why: None, _script: None });
-                        self.done.push((id, ExecOutcome {
-                            ending: Ending::SpawnFailed(format!("cannot write the script: {e}")),
-                            exit_code: None,
-                            stdout: exec::Tail::new(0),
-                            stderr: exec::Tail::new(0),
-                        }));
+                        self.running.insert(
+                            id,
+                            Running {
+                                stop,
+                                why: None,
+                                _script: None,
+                            },
+                        );
+                        self.done.push((
+                            id,
+                            ExecOutcome {
+                                ending: Ending::SpawnFailed(format!(
+                                    "cannot write the script: {e}"
+                                )),
+                                exit_code: None,
+                                stdout: exec::Tail::new(0),
+                                stderr: exec::Tail::new(0),
+                            },
+                        ));
                         self.save();
                         return;
                     }
@@ -717,7 +845,14 @@ impl<A: CommandApi> CommandRuntime<A> {
             }
             _ => (ExecSpec::for_exec(&command, timeout, grace, cap), None),
         };
-        self.running.insert(id, Running { stop, why: None, _script: script });
+        self.running.insert(
+            id,
+            Running {
+                stop,
+                why: None,
+                _script: script,
+            },
+        );
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
             let outcome = exec::run(spec, stop_rx).await;
@@ -731,7 +866,8 @@ impl<A: CommandApi> CommandRuntime<A> {
     /// the next start.
     pub async fn shutdown(&mut self) {
         for (id, _) in std::mem::take(&mut self.builtins) {
-            self.finish_builtin(id, Err("the agent stopped before the action ran".into())).await;
+            self.finish_builtin(id, Err("the agent stopped before the action ran".into()))
+                .await;
         }
         let grace = self.settings.grace;
         let deadline = tokio::time::Instant::now() + grace;

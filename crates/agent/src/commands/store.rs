@@ -74,7 +74,10 @@ impl State {
     }
 
     pub fn knows(&self, id: i64) -> bool {
-        self.queued.iter().chain(&self.running).any(|e| e.command.id == id)
+        self.queued
+            .iter()
+            .chain(&self.running)
+            .any(|e| e.command.id == id)
     }
 
     pub fn finished(&mut self, id: i64) {
@@ -113,7 +116,10 @@ impl Store {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}: {e} (move it away to start with an empty queue)", path.display()),
+                    format!(
+                        "{}: {e} (move it away to start with an empty queue)",
+                        path.display()
+                    ),
                 )
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => State::default(),

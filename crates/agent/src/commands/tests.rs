@@ -37,12 +37,21 @@ struct FakeApi(Arc<Mutex<Server>>);
 impl FakeApi {
     fn states(&self, id: i64) -> Vec<CommandState> {
         let s = self.0.lock().unwrap();
-        s.statuses.iter().filter(|u| u.command_id == id).map(|u| u.status).collect()
+        s.statuses
+            .iter()
+            .filter(|u| u.command_id == id)
+            .map(|u| u.status)
+            .collect()
     }
 
     fn last(&self, id: i64) -> CommandStatusUpdate {
         let s = self.0.lock().unwrap();
-        s.statuses.iter().rev().find(|u| u.command_id == id).cloned().unwrap()
+        s.statuses
+            .iter()
+            .rev()
+            .find(|u| u.command_id == id)
+            .cloned()
+            .unwrap()
     }
 
     fn reasons(&self, id: i64, state: CommandState) -> Vec<String> {
@@ -81,7 +90,10 @@ impl CommandApi for FakeApi {
         let before = s.locks.len();
         s.locks.retain(|_, (lock, _)| lock != id);
         if s.locks.len() == before {
-            return Err(ClientError::Rejected { status: 404, message: "no such lock".into() });
+            return Err(ClientError::Rejected {
+                status: 404,
+                message: "no such lock".into(),
+            });
         }
         Ok(())
     }
@@ -90,7 +102,10 @@ impl CommandApi for FakeApi {
         let mut s = self.0.lock().unwrap();
         if s.fail_status > 0 {
             s.fail_status -= 1;
-            return Err(ClientError::Unavailable { message: "down".into(), retry_after: None });
+            return Err(ClientError::Unavailable {
+                message: "down".into(),
+                retry_after: None,
+            });
         }
         s.statuses.push(update.clone());
         Ok(())
@@ -114,7 +129,10 @@ struct Dial(Arc<Mutex<LoadSample>>);
 
 impl Dial {
     fn new() -> Self {
-        Dial(Arc::new(Mutex::new(LoadSample { cpu: 5.0, memory: 20.0 })))
+        Dial(Arc::new(Mutex::new(LoadSample {
+            cpu: 5.0,
+            memory: 20.0,
+        })))
     }
     fn set(&self, cpu: f64, memory: f64) {
         *self.0.lock().unwrap() = LoadSample { cpu, memory };
@@ -185,11 +203,17 @@ fn exec(id: i64, script: &str) -> Command {
 }
 
 fn leased(commands: Vec<Command>) -> PendingCommands {
-    PendingCommands { commands, cancel: Vec::new() }
+    PendingCommands {
+        commands,
+        cancel: Vec::new(),
+    }
 }
 
 /// Steps until `done` holds, a few seconds at most (commands here take milliseconds).
-async fn until(rt: &mut CommandRuntime<FakeApi>, mut done: impl FnMut(&CommandRuntime<FakeApi>) -> bool) {
+async fn until(
+    rt: &mut CommandRuntime<FakeApi>,
+    mut done: impl FnMut(&CommandRuntime<FakeApi>) -> bool,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         rt.step().await;
@@ -243,11 +267,14 @@ async fn only_due_commands_run_and_at_most_max_concurrent_at_once() {
     let gate = rig.dir.path().join("gate");
     let mut cmds: Vec<Command> = (1..=3)
         .map(|id| {
-            exec(id, &format!(
-                "touch {}/{id}; while [ ! -e {} ]; do sleep 0.02; done",
-                dir.display(),
-                gate.display()
-            ))
+            exec(
+                id,
+                &format!(
+                    "touch {}/{id}; while [ ! -e {} ]; do sleep 0.02; done",
+                    dir.display(),
+                    gate.display()
+                ),
+            )
         })
         .collect();
     let mut later = exec(4, "true");
@@ -260,8 +287,18 @@ async fn only_due_commands_run_and_at_most_max_concurrent_at_once() {
     until(&mut rt, |_| std::fs::read_dir(&dir).unwrap().count() == 2).await;
     assert_eq!(rt.queued_ids(), [3, 4]);
     std::fs::write(&gate, b"").unwrap();
-    until(&mut rt, |rt| rt.queued_ids() == [4] && rt.running_ids().is_empty()).await;
-    assert_eq!(rig.api.states(3), [CommandState::Received, CommandState::Running, CommandState::Succeeded]);
+    until(&mut rt, |rt| {
+        rt.queued_ids() == [4] && rt.running_ids().is_empty()
+    })
+    .await;
+    assert_eq!(
+        rig.api.states(3),
+        [
+            CommandState::Received,
+            CommandState::Running,
+            CommandState::Succeeded
+        ]
+    );
     assert_eq!(rig.api.states(4), [CommandState::Received], "not due yet");
     rig.clock.set("2026-03-10T12:05:00Z".parse().unwrap());
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
@@ -283,8 +320,15 @@ async fn under_load_priority_2_to_5_are_deferred_once_and_priority_1_runs() {
     }
     until(&mut rt, |rt| rt.running_ids().is_empty()).await;
     assert_eq!(rig.api.last(1).status, CommandState::Succeeded);
-    assert_eq!(rig.api.states(2), [CommandState::Received, CommandState::Deferred], "reported once");
-    assert_eq!(rig.api.reasons(2, CommandState::Deferred), ["cpu 91% > 75%"]);
+    assert_eq!(
+        rig.api.states(2),
+        [CommandState::Received, CommandState::Deferred],
+        "reported once"
+    );
+    assert_eq!(
+        rig.api.reasons(2, CommandState::Deferred),
+        ["cpu 91% > 75%"]
+    );
     // The load falls; the smoothed value follows over the window (30 s) and the command runs.
     rig.dial.set(10.0, 20.0);
     for _ in 0..8 {
@@ -294,7 +338,12 @@ async fn under_load_priority_2_to_5_are_deferred_once_and_priority_1_runs() {
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
     assert_eq!(
         rig.api.states(2),
-        [CommandState::Received, CommandState::Deferred, CommandState::Running, CommandState::Succeeded]
+        [
+            CommandState::Received,
+            CommandState::Deferred,
+            CommandState::Running,
+            CommandState::Succeeded
+        ]
     );
 }
 
@@ -305,23 +354,38 @@ async fn memory_over_its_threshold_defers_too() {
     rig.dial.set(5.0, 80.0);
     rt.accept(leased(vec![exec(1, "true")]));
     rt.step().await;
-    assert_eq!(rig.api.reasons(1, CommandState::Deferred), ["memory 80% > 75%"]);
+    assert_eq!(
+        rig.api.reasons(1, CommandState::Deferred),
+        ["memory 80% > 75%"]
+    );
     assert_eq!(rt.queued_ids(), [1]);
 }
 
 #[tokio::test]
 async fn a_maintenance_window_command_waits_for_the_window_even_across_midnight() {
     let mut rig = Rig::new();
-    rig.settings.window = Some(Window { start: 23 * 60, end: 60 });
+    rig.settings.window = Some(Window {
+        start: 23 * 60,
+        end: 60,
+    });
     rig.clock.set("2026-03-10T22:00:00Z".parse().unwrap());
     let mut rt = rig.runtime();
     let mut windowed = exec(1, "true");
     windowed.maintenance_window = true;
     rt.accept(leased(vec![windowed, exec(2, "true")]));
-    until(&mut rt, |rt| rt.queued_ids() == [1] && rt.running_ids().is_empty()).await;
+    until(&mut rt, |rt| {
+        rt.queued_ids() == [1] && rt.running_ids().is_empty()
+    })
+    .await;
     rt.step().await;
-    assert_eq!(rig.api.states(1), [CommandState::Received, CommandState::Deferred]);
-    assert_eq!(rig.api.reasons(1, CommandState::Deferred), ["waiting for the maintenance window 23:00–01:00"]);
+    assert_eq!(
+        rig.api.states(1),
+        [CommandState::Received, CommandState::Deferred]
+    );
+    assert_eq!(
+        rig.api.reasons(1, CommandState::Deferred),
+        ["waiting for the maintenance window 23:00–01:00"]
+    );
     // 00:30, after midnight: inside.
     rig.clock.set("2026-03-11T00:30:00Z".parse().unwrap());
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
@@ -337,7 +401,10 @@ async fn a_window_command_without_a_window_is_rejected() {
     c.maintenance_window = true;
     rt.accept(leased(vec![c]));
     rt.step().await;
-    assert_eq!(rig.api.states(1), [CommandState::Received, CommandState::Rejected]);
+    assert_eq!(
+        rig.api.states(1),
+        [CommandState::Received, CommandState::Rejected]
+    );
 }
 
 #[tokio::test]
@@ -345,7 +412,10 @@ async fn two_commands_contending_for_one_lock_run_one_after_the_other() {
     let rig = Rig::new();
     let mut rt = rig.runtime();
     let gate = rig.dir.path().join("gate");
-    let mut first = exec(1, &format!("while [ ! -e {} ]; do sleep 0.02; done", gate.display()));
+    let mut first = exec(
+        1,
+        &format!("while [ ! -e {} ]; do sleep 0.02; done", gate.display()),
+    );
     first.locks = vec!["tenant:reboot".into(), "apt".into()];
     let mut second = exec(2, "true");
     second.locks = vec!["tenant:reboot".into()];
@@ -355,10 +425,19 @@ async fn two_commands_contending_for_one_lock_run_one_after_the_other() {
     {
         let s = rig.api.0.lock().unwrap();
         let req = &s.lock_requests[0];
-        assert_eq!((req.scope, req.resource.as_str()), (LockScope::Tenant, "reboot"));
+        assert_eq!(
+            (req.scope, req.resource.as_str()),
+            (LockScope::Tenant, "reboot")
+        );
         assert_eq!(req.command_id, Some(1));
         assert_eq!(req.ttl_s, 30 + 60, "timeout + grace (<1 s) + margin");
-        assert_eq!((s.lock_requests[1].scope, s.lock_requests[1].resource.as_str()), (LockScope::Agent, "apt"));
+        assert_eq!(
+            (
+                s.lock_requests[1].scope,
+                s.lock_requests[1].resource.as_str()
+            ),
+            (LockScope::Agent, "apt")
+        );
     }
     assert_eq!(
         rig.api.reasons(2, CommandState::Deferred),
@@ -369,12 +448,20 @@ async fn two_commands_contending_for_one_lock_run_one_after_the_other() {
     assert_eq!(rig.api.0.lock().unwrap().lock_requests.len(), 3);
     std::fs::write(&gate, b"").unwrap();
     until(&mut rt, |rt| rt.running_ids().is_empty()).await;
-    assert!(rig.api.0.lock().unwrap().locks.is_empty(), "released after the command");
+    assert!(
+        rig.api.0.lock().unwrap().locks.is_empty(),
+        "released after the command"
+    );
     rig.clock.advance(runtime::LOCK_RETRY);
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
     assert_eq!(
         rig.api.states(2),
-        [CommandState::Received, CommandState::Deferred, CommandState::Running, CommandState::Succeeded]
+        [
+            CommandState::Received,
+            CommandState::Deferred,
+            CommandState::Running,
+            CommandState::Succeeded
+        ]
     );
     assert!(rig.api.0.lock().unwrap().locks.is_empty());
 }
@@ -391,7 +478,10 @@ async fn locks_are_released_after_failure_and_timeout_too() {
     rt.accept(leased(vec![failing, slow]));
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
     let failed = rig.api.last(1);
-    assert_eq!((failed.status, failed.exit_code), (CommandState::Failed, Some(4)));
+    assert_eq!(
+        (failed.status, failed.exit_code),
+        (CommandState::Failed, Some(4))
+    );
     let timed_out = rig.api.last(2);
     assert_eq!(timed_out.status, CommandState::TimedOut);
     assert!(timed_out.started_at.is_some() && timed_out.finished_at.is_some());
@@ -410,7 +500,10 @@ async fn a_redelivered_lease_is_acknowledged_again_and_a_finished_id_is_never_re
     rt.accept(leased(vec![c.clone()]));
     assert_eq!(rt.queued_ids(), [1], "not queued twice");
     rt.flush().await;
-    assert_eq!(rig.api.states(1), [CommandState::Received, CommandState::Received]);
+    assert_eq!(
+        rig.api.states(1),
+        [CommandState::Received, CommandState::Received]
+    );
     rig.dial.set(1.0, 1.0);
     rig.clock.advance(Duration::from_secs(60));
     rt.step().await;
@@ -435,15 +528,25 @@ async fn cancelling_drops_a_queued_command_and_stops_a_running_tree() {
     rt.step().await;
     assert_eq!(rt.running_ids(), [1]);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    rt.accept(PendingCommands { commands: Vec::new(), cancel: vec![1, 2] });
+    rt.accept(PendingCommands {
+        commands: Vec::new(),
+        cancel: vec![1, 2],
+    });
     assert_eq!(rt.queued_ids(), Vec::<i64>::new());
     let started = std::time::Instant::now();
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(rig.api.states(2), [CommandState::Received, CommandState::Cancelled]);
+    assert_eq!(
+        rig.api.states(2),
+        [CommandState::Received, CommandState::Cancelled]
+    );
     assert_eq!(
         rig.api.states(1),
-        [CommandState::Received, CommandState::Running, CommandState::Cancelled]
+        [
+            CommandState::Received,
+            CommandState::Running,
+            CommandState::Cancelled
+        ]
     );
 }
 
@@ -465,11 +568,17 @@ async fn with_a_key_only_commands_signed_for_this_agent_run() {
         c.signature = Some(BASE64.encode(pair.sign(&c.signing_payload(agent)).as_ref()));
         c
     };
-    let good = sign(exec(1, &format!("echo 1 >> {}", marks.display())), "agent-1");
+    let good = sign(
+        exec(1, &format!("echo 1 >> {}", marks.display())),
+        "agent-1",
+    );
     let mut tampered = sign(exec(2, "true"), "agent-1");
     tampered.parameters = json!({"args": ["-c", format!("echo 2 >> {}", marks.display())]});
     let unsigned = exec(3, &format!("echo 3 >> {}", marks.display()));
-    let elsewhere = sign(exec(4, &format!("echo 4 >> {}", marks.display())), "agent-2");
+    let elsewhere = sign(
+        exec(4, &format!("echo 4 >> {}", marks.display())),
+        "agent-2",
+    );
     let mut expired = exec(5, &format!("echo 5 >> {}", marks.display()));
     expired.expires_at = Some("2026-03-10T11:00:00Z".parse().unwrap());
     let expired = sign(expired, "agent-1");
@@ -477,9 +586,16 @@ async fn with_a_key_only_commands_signed_for_this_agent_run() {
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
     assert_eq!(std::fs::read_to_string(&marks).unwrap(), "1\n");
     for id in [2, 3, 4] {
-        assert_eq!(rig.api.states(id), [CommandState::Received, CommandState::Rejected], "{id}");
+        assert_eq!(
+            rig.api.states(id),
+            [CommandState::Received, CommandState::Rejected],
+            "{id}"
+        );
     }
-    assert_eq!(rig.api.states(5), [CommandState::Received, CommandState::Expired]);
+    assert_eq!(
+        rig.api.states(5),
+        [CommandState::Received, CommandState::Expired]
+    );
 }
 
 #[tokio::test]
@@ -496,7 +612,10 @@ async fn a_command_that_expires_while_queued_never_runs() {
     rig.clock.set("2026-03-10T13:00:00Z".parse().unwrap());
     rt.step().await;
     assert_eq!(rt.queue_depth(), 0);
-    assert_eq!(rig.api.states(1), [CommandState::Received, CommandState::Expired]);
+    assert_eq!(
+        rig.api.states(1),
+        [CommandState::Received, CommandState::Expired]
+    );
 }
 
 #[tokio::test]
@@ -506,8 +625,17 @@ async fn types_not_allowed_are_rejected_with_the_reason() {
     let mut rt = rig.runtime();
     rt.accept(leased(vec![exec(1, "true")]));
     rt.flush().await;
-    assert_eq!(rig.api.states(1), [CommandState::Received, CommandState::Rejected]);
-    assert!(rig.api.last(1).reason.unwrap().contains("\"exec\" is not allowed"));
+    assert_eq!(
+        rig.api.states(1),
+        [CommandState::Received, CommandState::Rejected]
+    );
+    assert!(
+        rig.api
+            .last(1)
+            .reason
+            .unwrap()
+            .contains("\"exec\" is not allowed")
+    );
 }
 
 #[tokio::test]
@@ -529,7 +657,11 @@ async fn a_script_runs_from_a_private_file_with_its_interpreter_env_and_output()
     assert!(out.starts_with("hello ['GREETING', 'PATH']\n"), "{out}");
     assert!(out.contains("0o600 0o700"), "{out}");
     let tmp = rig.dir.path().join("commands/tmp");
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the private directory is removed");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the private directory is removed"
+    );
 }
 
 #[tokio::test]
@@ -558,14 +690,22 @@ async fn status_updates_are_retried_until_the_server_takes_them_even_across_a_re
     // The process was running when the agent went away: reported failed after the restart.
     let mut rt = rig.runtime();
     rt.step().await;
-    assert!(rig.api.states(1).is_empty(), "waits SERVER_RETRY after a failure: {:?}", rig.api.states(1));
+    assert!(
+        rig.api.states(1).is_empty(),
+        "waits SERVER_RETRY after a failure: {:?}",
+        rig.api.states(1)
+    );
     rig.clock.advance(runtime::SERVER_RETRY);
     rt.step().await;
     rig.clock.advance(runtime::SERVER_RETRY);
     rt.step().await;
     assert_eq!(
         rig.api.states(1),
-        [CommandState::Received, CommandState::Running, CommandState::Failed]
+        [
+            CommandState::Received,
+            CommandState::Running,
+            CommandState::Failed
+        ]
     );
     assert_eq!(rt.outbox().count(), 0);
 }
@@ -586,14 +726,28 @@ async fn a_package_manager_command_waits_while_another_process_holds_the_lock() 
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(holder.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let mut c = exec(1, "true");
     c.package_manager = true;
     rt.accept(leased(vec![c, exec(2, "true")]));
-    until(&mut rt, |rt| rt.queued_ids() == [1] && rt.running_ids().is_empty()).await;
+    until(&mut rt, |rt| {
+        rt.queued_ids() == [1] && rt.running_ids().is_empty()
+    })
+    .await;
     rt.step().await;
-    assert_eq!(rig.api.states(1), [CommandState::Received, CommandState::Deferred]);
-    assert!(rig.api.last(1).reason.unwrap().contains(&format!("held by pid {}", holder.id())));
+    assert_eq!(
+        rig.api.states(1),
+        [CommandState::Received, CommandState::Deferred]
+    );
+    assert!(
+        rig.api
+            .last(1)
+            .reason
+            .unwrap()
+            .contains(&format!("held by pid {}", holder.id()))
+    );
     drop(holder.stdin.take());
     holder.wait().unwrap();
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
@@ -616,7 +770,10 @@ async fn builtins_are_handed_to_the_agent_and_reported_with_its_result() {
     assert_eq!(rt.take_builtin(), None);
     rt.finish_builtin(1, Ok("inventory sent".into())).await;
     let u = rig.api.last(1);
-    assert_eq!((u.status, u.stdout.as_deref()), (CommandState::Succeeded, Some("inventory sent")));
+    assert_eq!(
+        (u.status, u.stdout.as_deref()),
+        (CommandState::Succeeded, Some("inventory sent"))
+    );
     assert_eq!(rt.queue_depth(), 0);
 }
 
@@ -630,8 +787,16 @@ async fn shutdown_gives_running_commands_the_grace_then_stops_and_reports_them()
     rt.step().await;
     let started = std::time::Instant::now();
     rt.shutdown().await;
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-    assert_eq!(rig.api.last(2).status, CommandState::Succeeded, "finished within the grace");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        rig.api.last(2).status,
+        CommandState::Succeeded,
+        "finished within the grace"
+    );
     let stopped = rig.api.last(1);
     assert_eq!(stopped.status, CommandState::Failed);
     assert!(stopped.reason.unwrap().contains("shutting down"));
@@ -647,8 +812,26 @@ fn the_signing_key_is_pinned_once_and_never_replaced_silently() {
     let pinned = signing_key(dir.path(), None, Some(&a)).unwrap().unwrap();
     assert_eq!(pinned.to_base64(), a);
     // A re-enrolment offering another key keeps the pinned one.
-    assert_eq!(signing_key(dir.path(), None, Some(&b)).unwrap().unwrap().to_base64(), a);
-    assert_eq!(signing_key(dir.path(), None, None).unwrap().unwrap().to_base64(), a);
+    assert_eq!(
+        signing_key(dir.path(), None, Some(&b))
+            .unwrap()
+            .unwrap()
+            .to_base64(),
+        a
+    );
+    assert_eq!(
+        signing_key(dir.path(), None, None)
+            .unwrap()
+            .unwrap()
+            .to_base64(),
+        a
+    );
     // The configured key wins over both.
-    assert_eq!(signing_key(dir.path(), Some(&b), Some(&a)).unwrap().unwrap().to_base64(), b);
+    assert_eq!(
+        signing_key(dir.path(), Some(&b), Some(&a))
+            .unwrap()
+            .unwrap()
+            .to_base64(),
+        b
+    );
 }

@@ -91,7 +91,7 @@ impl Policy {
                 reason: format!("expired at {expires}"),
             });
         }
-        if !self.allowed_types.iter().any(|t| *t == command.kind) {
+        if !self.allowed_types.contains(&command.kind) {
             return Err(Refusal::rejected(format!(
                 "command type {:?} is not allowed on this agent ([security] allowed_command_types)",
                 command.kind
@@ -166,6 +166,8 @@ mod tests {
 
     use super::*;
 
+    type Change = Box<dyn Fn(&mut Command)>;
+
     pub(crate) fn key_pair() -> Ed25519KeyPair {
         let rng = ring::rand::SystemRandom::new();
         let der = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
@@ -213,17 +215,26 @@ mod tests {
         let good = signed(&pair, command(), "agent-1");
         assert_eq!(policy.check(&good, now()), Ok(()));
 
-        let tampers: Vec<(&str, Box<dyn Fn(&mut Command)>)> = vec![
+        let tampers: Vec<(&str, Change)> = vec![
             ("id", Box::new(|c| c.id += 1)),
             ("type", Box::new(|c| c.kind = "script".into())),
             ("command", Box::new(|c| c.command = "/bin/false".into())),
-            ("parameters", Box::new(|c| c.parameters["args"][0] = json!("b"))),
+            (
+                "parameters",
+                Box::new(|c| c.parameters["args"][0] = json!("b")),
+            ),
             ("env", Box::new(|c| c.parameters["env"]["X"] = json!("2"))),
             ("priority", Box::new(|c| c.priority = 1)),
             ("scheduled_for", Box::new(|c| c.scheduled_for = None)),
-            ("expires_at", Box::new(|c| c.expires_at = Some("2027-01-01T00:00:00Z".parse().unwrap()))),
+            (
+                "expires_at",
+                Box::new(|c| c.expires_at = Some("2027-01-01T00:00:00Z".parse().unwrap())),
+            ),
             ("timeout_s", Box::new(|c| c.timeout_s = Some(31))),
-            ("maintenance_window", Box::new(|c| c.maintenance_window = true)),
+            (
+                "maintenance_window",
+                Box::new(|c| c.maintenance_window = true),
+            ),
             ("locks", Box::new(|c| c.locks.push("tenant:reboot".into()))),
             ("package_manager", Box::new(|c| c.package_manager = true)),
         ];
@@ -232,12 +243,18 @@ mod tests {
             tamper(&mut c);
             let refusal = policy.check(&c, now()).unwrap_err();
             assert_eq!(refusal.state, CommandState::Rejected, "{field}");
-            assert!(refusal.reason.contains("does not verify"), "{field}: {refusal:?}");
+            assert!(
+                refusal.reason.contains("does not verify"),
+                "{field}: {refusal:?}"
+            );
         }
 
         let mut garbled = good.clone();
         garbled.signature = Some("!!!".into());
-        assert_eq!(policy.check(&garbled, now()).unwrap_err().state, CommandState::Rejected);
+        assert_eq!(
+            policy.check(&garbled, now()).unwrap_err().state,
+            CommandState::Rejected
+        );
     }
 
     #[test]
@@ -245,7 +262,13 @@ mod tests {
         let pair = key_pair();
         let policy = policy(&pair);
         let other_agent = signed(&pair, command(), "agent-2");
-        assert!(policy.check(&other_agent, now()).unwrap_err().reason.contains("does not verify"));
+        assert!(
+            policy
+                .check(&other_agent, now())
+                .unwrap_err()
+                .reason
+                .contains("does not verify")
+        );
         let other_key = signed(&key_pair(), command(), "agent-1");
         assert!(policy.check(&other_key, now()).is_err());
     }
@@ -281,13 +304,25 @@ mod tests {
         let refusal = p.check(&command(), now()).unwrap_err();
         assert!(refusal.reason.contains("not allowed"), "{refusal:?}");
         p.allowed_types = vec!["exec".into(), "script".into(), "builtin".into()];
-        let cases: Vec<(Box<dyn Fn(&mut Command)>, &str)> = vec![
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.priority = 0), "priority"),
             (Box::new(|c| c.priority = 6), "priority"),
             (Box::new(|c| c.parameters = json!({"args": "x"})), "args"),
             (Box::new(|c| c.parameters = json!({"env": {"A": 1}})), "env"),
-            (Box::new(|c| { c.kind = "script".into(); c.parameters = json!({"interpreter": "perl"}) }), "interpreter"),
-            (Box::new(|c| { c.kind = "builtin".into(); c.command = "format_disk".into() }), "builtin"),
+            (
+                Box::new(|c| {
+                    c.kind = "script".into();
+                    c.parameters = json!({"interpreter": "perl"})
+                }),
+                "interpreter",
+            ),
+            (
+                Box::new(|c| {
+                    c.kind = "builtin".into();
+                    c.command = "format_disk".into()
+                }),
+                "builtin",
+            ),
             (Box::new(|c| c.kind = "shell".into()), "not allowed"),
         ];
         for (change, word) in cases {
