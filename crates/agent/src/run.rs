@@ -1082,6 +1082,19 @@ async fn poll_pending(
     const MAX_BACKOFF: Duration = Duration::from_secs(60);
     let mut backoff = Duration::from_secs(1);
     loop {
+        let enrolled = api
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if !enrolled {
+            // The agent's loop enrols; look again shortly, without asking the server.
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
         let asked = Instant::now();
         let answer = tokio::select! {
             biased;
