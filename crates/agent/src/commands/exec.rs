@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use muster_proto::api::Command;
@@ -15,6 +14,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// How long output is still read after the command's main process ended: a background
 /// descendant holding the pipes open must not hold the result back.
+#[cfg_attr(not(unix), allow(dead_code))]
 const DRAIN: Duration = Duration::from_millis(500);
 
 /// What to run.
@@ -171,10 +171,19 @@ pub struct ExecOutcome {
     pub stderr: Tail,
 }
 
+/// Called with the main process's pid once it has started.
+pub type OnSpawn = Box<dyn FnOnce(i32) + Send>;
+
 /// Runs `spec` until it exits, times out, or `stop` turns true.
 #[cfg(unix)]
-pub async fn run(spec: ExecSpec, mut stop: watch::Receiver<bool>) -> ExecOutcome {
+pub async fn run(
+    spec: ExecSpec,
+    mut stop: watch::Receiver<bool>,
+    on_spawn: OnSpawn,
+) -> ExecOutcome {
     use std::process::Stdio;
+    use std::sync::{Arc, Mutex, PoisonError};
+
     use tokio::io::AsyncReadExt;
 
     let stdout = Arc::new(Mutex::new(Tail::new(spec.output_cap)));
@@ -204,6 +213,7 @@ pub async fn run(spec: ExecSpec, mut stop: watch::Receiver<bool>) -> ExecOutcome
         }
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    on_spawn(pid);
     let mut readers = Vec::new();
     for (pipe, tail) in [
         (
@@ -283,7 +293,7 @@ fn exited(status: std::io::Result<std::process::ExitStatus>) -> Ending {
 
 /// Other platforms run no processes yet.
 #[cfg(not(unix))]
-pub async fn run(spec: ExecSpec, _stop: watch::Receiver<bool>) -> ExecOutcome {
+pub async fn run(spec: ExecSpec, _stop: watch::Receiver<bool>, _on_spawn: OnSpawn) -> ExecOutcome {
     ExecOutcome {
         ending: Ending::SpawnFailed(format!(
             "running {} is not supported on this platform yet",
@@ -343,6 +353,7 @@ mod tests {
                 ],
             ),
             never(),
+            Box::new(|_| {}),
         )
         .await;
         assert_eq!(
@@ -355,7 +366,12 @@ mod tests {
         assert_eq!(out.exit_code, Some(3));
         assert_eq!(out.stdout.text(), "hi  [a b;c]\n");
         assert_eq!(out.stderr.text(), "err\n");
-        let no_shell = run(spec("echo", &["$HOME", "&&", "false"]), never()).await;
+        let no_shell = run(
+            spec("echo", &["$HOME", "&&", "false"]),
+            never(),
+            Box::new(|_| {}),
+        )
+        .await;
         assert_eq!(no_shell.stdout.text(), "$HOME && false\n");
     }
 
@@ -364,6 +380,7 @@ mod tests {
         let out = run(
             spec("sh", &["-c", "cat; cut -d' ' -f5 /proc/$$/stat; echo $$"]),
             never(),
+            Box::new(|_| {}),
         )
         .await;
         let text = out.stdout.text();
@@ -374,7 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn output_over_the_cap_keeps_the_tail() {
-        let out = run(spec("sh", &["-c", "seq 1 2000"]), never()).await;
+        let out = run(spec("sh", &["-c", "seq 1 2000"]), never(), Box::new(|_| {})).await;
         assert!(out.stdout.truncated);
         assert!(out.stdout.text().ends_with("1999\n2000\n"));
         assert!(out.stdout.text().len() <= 1024);
@@ -383,7 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_program_that_does_not_exist_fails_to_start() {
-        let out = run(spec("/nonexistent/program", &[]), never()).await;
+        let out = run(spec("/nonexistent/program", &[]), never(), Box::new(|_| {})).await;
         assert!(
             matches!(out.ending, Ending::SpawnFailed(ref m) if m.contains("/nonexistent/program")),
             "{:?}",
@@ -421,7 +438,7 @@ mod tests {
         s.timeout = Duration::from_millis(800);
         s.grace = Duration::from_millis(300);
         let started = std::time::Instant::now();
-        let out = run(s, never()).await;
+        let out = run(s, never(), Box::new(|_| {})).await;
         assert_eq!(out.ending, Ending::TimedOut);
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -456,7 +473,11 @@ mod tests {
     #[tokio::test]
     async fn a_stop_request_stops_the_tree_at_once() {
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(run(spec("sh", &["-c", "sleep 30 & wait"]), rx));
+        let task = tokio::spawn(run(
+            spec("sh", &["-c", "sleep 30 & wait"]),
+            rx,
+            Box::new(|_| {}),
+        ));
         tokio::time::sleep(Duration::from_millis(200)).await;
         tx.send(true).unwrap();
         let out = tokio::time::timeout(Duration::from_secs(5), task)

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 
 /// One line of `/proc/<pid>/stat`, the fields the walk needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +88,29 @@ pub fn tree(root: i32, procs: &[ProcStat]) -> BTreeMap<i32, u64> {
     }
 }
 
+/// Whether the process group `pgid` recorded with its leader's start time `start` is still
+/// that group: its leader alive with that start time, or, the leader gone, any process still in
+/// the group (the kernel does not reuse a pid while a group bears its number).
+pub fn still_ours(pgid: i32, start: u64, procs: &[ProcStat]) -> bool {
+    match procs.iter().find(|p| p.pid == pgid) {
+        Some(leader) => leader.starttime == start,
+        None => procs.iter().any(|p| p.pgrp == pgid),
+    }
+}
+
+/// The start time of process `pid`, if it is alive.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text).map(|s| s.starttime)
+}
+
 /// Stops the process tree of `root` (a child of this process, its own group leader):
 /// SIGTERM to the group and every member found, up to `grace` for them to go, then SIGKILL to
 /// whatever is left. Returns when nothing of the tree is alive, or after a last SIGKILL.
 #[cfg(unix)]
-pub async fn stop_tree(root: i32, grace: Duration) {
+pub async fn stop_tree(root: i32, grace: std::time::Duration) {
+    use std::time::Duration;
+
     use nix::sys::signal::{Signal, kill, killpg};
     use nix::unistd::Pid;
 

@@ -111,6 +111,13 @@ pub struct CommandRuntime<A> {
     not_before: HashMap<i64, Timestamp>,
     /// When the server last failed us: status updates and lock releases wait until then.
     server_retry_at: Option<Timestamp>,
+    /// Started processes, (command id, pid), to record.
+    pid_tx: mpsc::UnboundedSender<(i64, i32)>,
+    pid_rx: mpsc::UnboundedReceiver<(i64, i32)>,
+    spawned: Vec<(i64, i32)>,
+    /// Process groups of commands that were running when the agent last stopped, still to
+    /// be stopped.
+    orphans: Vec<(i32, u64)>,
 }
 
 impl<A> std::fmt::Debug for CommandRuntime<A> {
@@ -161,7 +168,9 @@ impl<A: CommandApi> CommandRuntime<A> {
         let mut store = Store::open(&dir)?;
         let interrupted = std::mem::take(&mut store.state.running);
         let now = clock.now();
+        let mut orphans = Vec::new();
         for entry in interrupted {
+            orphans.extend(entry.pid);
             warn!(
                 command_id = entry.command.id,
                 "a command was running when the agent stopped"
@@ -183,7 +192,12 @@ impl<A: CommandApi> CommandRuntime<A> {
         store.state.order();
         store.save()?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (pid_tx, pid_rx) = mpsc::unbounded_channel();
         Ok(CommandRuntime {
+            pid_tx,
+            pid_rx,
+            spawned: Vec::new(),
+            orphans,
             monitor: LoadMonitor::new(settings.load_check_interval),
             policy: Policy {
                 agent_id: String::new(),
@@ -316,6 +330,7 @@ impl<A: CommandApi> CommandRuntime<A> {
                         reported: None,
                         started_at: None,
                         lock_ids: Vec::new(),
+                        pid: None,
                     });
                 }
             }
@@ -367,6 +382,8 @@ impl<A: CommandApi> CommandRuntime<A> {
     /// One round: finish what ended, release stale locks, start what may start, send the
     /// status updates.
     pub async fn step(&mut self) {
+        self.stop_orphans().await;
+        self.record_pids();
         while let Ok(done) = self.done_rx.try_recv() {
             self.done.push(done);
         }
@@ -378,12 +395,59 @@ impl<A: CommandApi> CommandRuntime<A> {
         self.flush().await;
     }
 
+    /// Stops what is left of the process trees of commands that were running when the agent
+    /// last stopped (killed, it could not stop them itself).
+    async fn stop_orphans(&mut self) {
+        for (pgid, start) in std::mem::take(&mut self.orphans) {
+            #[cfg(unix)]
+            if super::proctree::still_ours(
+                pgid,
+                start,
+                &super::proctree::snapshot(Path::new("/proc")),
+            ) {
+                warn!(
+                    pgid,
+                    "stopping what is left of a command that ran when the agent stopped"
+                );
+                super::proctree::stop_tree(pgid, self.settings.grace).await;
+            }
+            #[cfg(not(unix))]
+            let _ = (pgid, start);
+        }
+    }
+
+    /// Notes the pid of each command process started since the last look.
+    fn record_pids(&mut self) {
+        let mut changed = false;
+        while let Ok(spawned) = self.pid_rx.try_recv() {
+            self.spawned.push(spawned);
+        }
+        for (id, pid) in std::mem::take(&mut self.spawned) {
+            let start = super::proctree::start_time(pid);
+            if let (Some(entry), Some(start)) = (
+                self.store
+                    .state
+                    .running
+                    .iter_mut()
+                    .find(|e| e.command.id == id),
+                start,
+            ) {
+                entry.pid = Some((pid, start));
+                changed = true;
+            }
+        }
+        if changed {
+            self.save();
+        }
+    }
+
     /// Waits until a step has something to do: a command ended, or a waiting one is due for
     /// another look, or unsent updates are due for another try.
     pub async fn wait(&mut self) {
         let sleep = self.next_wake();
         tokio::select! {
             Some(done) = self.done_rx.recv() => self.done.push(done),
+            Some(spawned) = self.pid_rx.recv() => self.spawned.push(spawned),
             _ = async {
                 match sleep {
                     Some(d) => tokio::time::sleep(d).await,
@@ -854,8 +918,12 @@ impl<A: CommandApi> CommandRuntime<A> {
             },
         );
         let tx = self.done_tx.clone();
+        let pid_tx = self.pid_tx.clone();
+        let on_spawn: exec::OnSpawn = Box::new(move |pid| {
+            let _ = pid_tx.send((id, pid));
+        });
         tokio::spawn(async move {
-            let outcome = exec::run(spec, stop_rx).await;
+            let outcome = exec::run(spec, stop_rx, on_spawn).await;
             let _ = tx.send((id, outcome));
         });
         self.save();

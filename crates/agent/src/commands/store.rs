@@ -46,6 +46,10 @@ pub struct Entry {
     /// Ids of the server locks it holds.
     #[serde(default)]
     pub lock_ids: Vec<String>,
+    /// Its main process (and process group) and that process's start time, while it runs:
+    /// after a crash of the agent, the next start stops what is left of the tree.
+    #[serde(default)]
+    pub pid: Option<(i32, u64)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

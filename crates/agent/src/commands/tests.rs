@@ -835,3 +835,62 @@ fn the_signing_key_is_pinned_once_and_never_replaced_silently() {
         b
     );
 }
+
+#[tokio::test]
+async fn after_a_crash_the_next_start_reports_the_running_command_failed_and_stops_its_tree() {
+    let rig = Rig::new();
+    let mut rt = rig.runtime();
+    let pids = rig.dir.path().join("pids");
+    let mut c = exec(
+        1,
+        &format!(
+            "echo $$ >> {p}; setsid sleep 60 & echo $! >> {p}; sleep 61",
+            p = pids.display()
+        ),
+    );
+    c.locks = vec!["x".into()];
+    rt.accept(leased(vec![c]));
+    rt.step().await;
+    let recorded = |n: usize| {
+        std::fs::read_to_string(&pids)
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse::<i32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .ok()
+            .filter(|p| p.len() == n)
+    };
+    until(&mut rt, |_| recorded(2).is_some()).await;
+    // The agent dies without stopping anything (kill -9): the runtime is just dropped.
+    let _ = tokio::time::timeout(Duration::from_millis(100), rt.wait()).await;
+    rt.step().await;
+    std::mem::forget(rt);
+    let pids = recorded(2).unwrap();
+    assert!(
+        pids.iter()
+            .all(|p| super::proctree::start_time(*p).is_some()),
+        "running before the restart"
+    );
+    let mut rt = rig.runtime();
+    rt.step().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while pids.iter().any(|p| {
+        super::proctree::start_time(*p).is_some_and(|_| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|t| !t.contains(") Z"))
+        })
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the crashed command's tree is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end = rig.api.last(1);
+    assert_eq!(end.status, CommandState::Failed);
+    assert!(end.reason.unwrap().contains("agent stopped"));
+    assert!(
+        rig.api.0.lock().unwrap().locks.is_empty(),
+        "its lock released"
+    );
+}
