@@ -1833,6 +1833,10 @@ mod tests {
             defer_threshold_memory = 70.25
             maintenance_window_start = "23:30"
             maintenance_window_end = 01:15
+            command_timeout = 120
+            kill_grace = 3
+            output_max_bytes = 2048
+            long_poll = false
 
             [security]
             verify_ssl = false
@@ -1870,6 +1874,10 @@ mod tests {
         assert_eq!(c.scheduling.defer_threshold_memory, 70.25);
         assert_eq!(c.scheduling.maintenance_window_start, Some(23 * 60 + 30));
         assert_eq!(c.scheduling.maintenance_window_end, Some(60 + 15));
+        assert_eq!(c.scheduling.command_timeout, Duration::from_secs(120));
+        assert_eq!(c.scheduling.kill_grace, Duration::from_secs(3));
+        assert_eq!(c.scheduling.output_max_bytes, 2048);
+        assert!(!c.scheduling.long_poll);
         assert!(!c.security.verify_ssl);
         assert_eq!(c.security.allowed_command_types, ["exec", "builtin"]);
         assert_eq!(
@@ -2374,6 +2382,14 @@ mod tests {
                 "[scheduling]\nmax_concurrent_commands = 0\n",
                 "DIR/agent.toml:2:27: [scheduling] max_concurrent_commands: must be a positive \
                  number of commands, got 0",
+            ),
+            (
+                "[scheduling]\noutput_max_bytes = 100\n",
+                "DIR/agent.toml:2:20: [scheduling] output_max_bytes: must be at least 1024 bytes, got 100",
+            ),
+            (
+                "[scheduling]\nkill_grace = 301\n",
+                "DIR/agent.toml:2:14: [scheduling] kill_grace: must be at most 300 seconds, got 301",
             ),
             (
                 "[scheduling]\nmaintenance_window_start = \"25:00\"\n",

@@ -517,6 +517,10 @@ impl Agent {
         self.commands.step().await;
         while let Some((id, action)) = self.commands.take_builtin() {
             let result = self.builtin(&action, stop, schedule).await?;
+            if action == "reload_config" && result.is_ok() {
+                // As after SIGHUP: the long-poll follows the new settings.
+                self.start_poller(stop);
+            }
             self.commands.finish_builtin(id, result).await;
         }
         self.write_status();
