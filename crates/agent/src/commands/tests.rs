@@ -894,3 +894,29 @@ async fn after_a_crash_the_next_start_reports_the_running_command_failed_and_sto
         "its lock released"
     );
 }
+
+#[tokio::test]
+async fn a_conflict_on_one_lock_releases_the_locks_already_taken() {
+    let rig = Rig::new();
+    rig.api
+        .0
+        .lock()
+        .unwrap()
+        .locks
+        .insert("Tenant:reboot".into(), ("held".into(), 99));
+    let mut rt = rig.runtime();
+    let mut c = exec(1, "true");
+    c.locks = vec!["apt".into(), "tenant:reboot".into()];
+    rt.accept(leased(vec![c]));
+    rt.step().await;
+    let s = rig.api.0.lock().unwrap();
+    assert_eq!(s.lock_requests.len(), 2, "apt taken, then reboot refused");
+    assert_eq!(s.locks.len(), 1, "apt released again: {:?}", s.locks);
+    assert!(s.locks.contains_key("Tenant:reboot"));
+    drop(s);
+    assert_eq!(rt.queued_ids(), [1]);
+    assert_eq!(
+        rig.api.reasons(1, CommandState::Deferred),
+        ["lock held: reboot is held by agent a-1 for command 99"]
+    );
+}
