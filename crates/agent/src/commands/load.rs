@@ -21,18 +21,29 @@ pub trait LoadSource: Send {
 }
 
 /// The host's load through the telemetry collector (`/proc/stat` and `/proc/meminfo` on
-/// Linux): CPU use is the busy share of the ticks since the previous sample.
+/// Linux): CPU use is the busy share of the ticks since the previous sample. When that sample
+/// is older than [`HostLoad::FRESH`] (the queue was idle), CPU use since then says nothing
+/// about now: the counters are read twice, [`HostLoad::PRIME`] apart, instead.
 #[derive(Debug)]
 pub struct HostLoad {
     sampler: muster_collect::TelemetrySampler,
+    last: std::time::Instant,
 }
 
 impl HostLoad {
+    /// The longest gap over which CPU use since the previous sample still counts as "now".
+    pub const FRESH: Duration = Duration::from_secs(10);
+    /// The gap between the two reads after a longer pause (the agent's thread waits it).
+    pub const PRIME: Duration = Duration::from_millis(250);
+
     pub fn new() -> Self {
         let mut sampler = muster_collect::TelemetrySampler::new(muster_collect::Context::default());
         // Primes the CPU counters so the first real sample has a usage.
         sampler.sample();
-        HostLoad { sampler }
+        HostLoad {
+            sampler,
+            last: std::time::Instant::now(),
+        }
     }
 }
 
@@ -44,6 +55,11 @@ impl Default for HostLoad {
 
 impl LoadSource for HostLoad {
     fn sample(&mut self) -> Option<LoadSample> {
+        if self.last.elapsed() > Self::FRESH {
+            self.sampler.sample();
+            std::thread::sleep(Self::PRIME);
+        }
+        self.last = std::time::Instant::now();
         let report = self.sampler.sample();
         let muster_proto::FunctionData::SystemMetrics(metrics) = report.data else {
             return None;
