@@ -191,6 +191,21 @@ mod tests {
         assert_eq!(parse_stat("1 (x) S 0"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_text_never_panics(text in ".{0,200}") {
+            let _ = parse_stat(&text);
+        }
+
+        #[test]
+        fn parsing_stat_like_lines_never_panics(
+            comm in "[ -~]{0,20}",
+            rest in "[ 0-9A-Za-z()-]{0,120}",
+        ) {
+            let _ = parse_stat(&format!("12 ({comm}) {rest}"));
+        }
+    }
+
     fn p(pid: i32, ppid: i32, pgrp: i32, session: i32) -> ProcStat {
         ProcStat {
             pid,
