@@ -179,6 +179,19 @@ async fn without_long_poll_a_heartbeat_saying_commands_wait_fetches_them() {
             s.polls
         );
     });
+    // A command due in an hour waits in the queue: the heartbeat and the status file say so.
+    let mut later = command(8, "builtin", "scan_now");
+    later.scheduled_for = Some(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1));
+    server.seen(|s| s.queue(later));
+    until(&server, "a heartbeat with the queued command", |s| {
+        s.states(8) == [CommandState::Received] && s.queue_depth == 1
+    })
+    .await;
+    let status: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(setup.append_dir().join("state/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["queue_depth"], 1, "{status}");
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
 }

@@ -66,6 +66,8 @@ pub struct Seen {
     /// Held locks: resource → (lock id, command id); and every lock id released.
     pub locks: HashMap<String, (String, Option<i64>)>,
     pub released: Vec<String>,
+    /// The `queue_depth` of the latest heartbeat.
+    pub queue_depth: u64,
     /// Wakes held long-polls when a command or cancellation is queued.
     pub nudge: Arc<tokio::sync::Notify>,
 }
@@ -241,6 +243,7 @@ async fn heartbeat(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Re
     };
     assert_eq!(hb.agent_id, agent_id, "a heartbeat names its own agent");
     seen.heartbeats += 1;
+    seen.queue_depth = hb.health.queue_depth;
     axum::Json(HeartbeatResponse {
         pending_commands: (seen.pending.len() + seen.cancel.len()) as u32,
         server_time: jiff::Timestamp::now(),
