@@ -308,6 +308,11 @@ impl Client {
         self.request(Method::POST, token, path, Some(body)).await
     }
 
+    /// `DELETE <path>`; returns the answer's body (empty for 204).
+    pub async fn delete(&self, token: &Secret, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.request(Method::DELETE, token, path, None).await
+    }
+
     /// `GET <path>`; returns the answer's body.
     pub async fn get_json(&self, token: &Secret, path: &str) -> Result<Vec<u8>, ClientError> {
         self.request(Method::GET, token, path, None).await

@@ -140,6 +140,16 @@ pub struct SchedulingConfig {
     /// Local time of day, minutes after midnight.
     pub maintenance_window_start: Option<u32>,
     pub maintenance_window_end: Option<u32>,
+    /// A command's timeout when it names none (`timeout_s`). Default 600 s.
+    pub command_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a command is stopped, and how long running commands
+    /// may go on when the agent stops. Default 10 s.
+    pub kill_grace: Duration,
+    /// The most of each of a command's stdout and stderr kept (the tail). Default 64 KiB.
+    pub output_max_bytes: u64,
+    /// Keep a `commands/pending` long-poll open so a command arrives within about a second.
+    /// Default on.
+    pub long_poll: bool,
 }
 
 /// `[security]`
@@ -191,6 +201,10 @@ impl Default for Config {
                 defer_threshold_memory: 75.0,
                 maintenance_window_start: Some(2 * 60),
                 maintenance_window_end: Some(4 * 60),
+                command_timeout: Duration::from_secs(600),
+                kill_grace: Duration::from_secs(10),
+                output_max_bytes: 64 * 1024,
+                long_poll: true,
             },
             security: SecurityConfig {
                 verify_ssl: true,
@@ -851,6 +865,26 @@ static SPECS: &[Spec] = &[
         scheduling.maintenance_window_end,
         Value::time_of_day,
         show_time
+    ),
+    spec!(
+        scheduling.command_timeout,
+        |v: &Value<'_>| v.seconds(1, MAX_INTERVAL_SECS),
+        show_secs
+    ),
+    spec!(
+        scheduling.kill_grace,
+        |v: &Value<'_>| v.seconds(0, 300),
+        show_secs
+    ),
+    spec!(
+        scheduling.output_max_bytes,
+        |v: &Value<'_>| v.integer(1024, 16 << 20, "bytes"),
+        show_int
+    ),
+    spec!(
+        scheduling.long_poll,
+        Value::boolean,
+        |b: &bool| Shown::Bool(*b)
     ),
     spec!(security.verify_ssl, Value::boolean, |b: &bool| Shown::Bool(
         *b
@@ -1799,6 +1833,10 @@ mod tests {
             defer_threshold_memory = 70.25
             maintenance_window_start = "23:30"
             maintenance_window_end = 01:15
+            command_timeout = 120
+            kill_grace = 3
+            output_max_bytes = 2048
+            long_poll = false
 
             [security]
             verify_ssl = false
@@ -1836,6 +1874,10 @@ mod tests {
         assert_eq!(c.scheduling.defer_threshold_memory, 70.25);
         assert_eq!(c.scheduling.maintenance_window_start, Some(23 * 60 + 30));
         assert_eq!(c.scheduling.maintenance_window_end, Some(60 + 15));
+        assert_eq!(c.scheduling.command_timeout, Duration::from_secs(120));
+        assert_eq!(c.scheduling.kill_grace, Duration::from_secs(3));
+        assert_eq!(c.scheduling.output_max_bytes, 2048);
+        assert!(!c.scheduling.long_poll);
         assert!(!c.security.verify_ssl);
         assert_eq!(c.security.allowed_command_types, ["exec", "builtin"]);
         assert_eq!(
@@ -2340,6 +2382,14 @@ mod tests {
                 "[scheduling]\nmax_concurrent_commands = 0\n",
                 "DIR/agent.toml:2:27: [scheduling] max_concurrent_commands: must be a positive \
                  number of commands, got 0",
+            ),
+            (
+                "[scheduling]\noutput_max_bytes = 100\n",
+                "DIR/agent.toml:2:20: [scheduling] output_max_bytes: must be at least 1024 bytes, got 100",
+            ),
+            (
+                "[scheduling]\nkill_grace = 301\n",
+                "DIR/agent.toml:2:14: [scheduling] kill_grace: must be at most 300 seconds, got 301",
             ),
             (
                 "[scheduling]\nmaintenance_window_start = \"25:00\"\n",

@@ -25,6 +25,8 @@ use uuid::Uuid;
 
 use crate::cli::{ConfigFlags, RunArgs};
 use crate::client::{Client, ClientError};
+use crate::commands::api::TokenCell;
+use crate::commands::{self, ClientApi, CommandRuntime, HostLoad, Settings, SystemClock};
 use crate::config::{self, Config};
 use crate::identity::{Enrolment, Keys};
 use crate::inventory::InventoryState;
@@ -46,6 +48,13 @@ const LOCK_FILE: &str = "agent.lock";
 /// How long a stopping agent waits for work in flight on the runtime (a DNS lookup on the
 /// blocking pool) before it exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the server may hold a `commands/pending` long-poll (it clamps to 60 s).
+const LONG_POLL_WAIT_S: u32 = 50;
+
+/// The command queue's server calls give up after this much retrying: the same thread
+/// heartbeats, and what they could not send is kept and sent at the next step.
+const COMMAND_RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = match config::load_or_exit(&args.config) {
@@ -219,6 +228,25 @@ struct Agent {
     hold_until: Option<Instant>,
     /// The oldest spooled report and how many drains after a good heartbeat it failed.
     head_failures: Option<(crate::spool::SpoolId, u32)>,
+    /// The last heartbeat said commands are waiting.
+    commands_pending: bool,
+    /// The command queue and executor.
+    commands: CommandRuntime<ClientApi>,
+    /// The agent token, shared with the command queue and the long-poll.
+    token_cell: TokenCell,
+    /// What the long-poll brings.
+    leases: tokio::sync::mpsc::Receiver<api::PendingCommands>,
+    leases_tx: tokio::sync::mpsc::Sender<api::PendingCommands>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What woke the agent's loop.
+enum Wake {
+    Stop,
+    Reload,
+    Job,
+    Leased(api::PendingCommands),
+    Commands,
 }
 
 /// What stopped a job early.
@@ -253,7 +281,33 @@ impl Agent {
         // The first sample only primes the counters, so the first report has CPU usage.
         sampler.sample();
         let status = Status::starting(enrolment.as_ref().map(|e| e.agent_id.clone()));
+        let token_cell: TokenCell = std::sync::Arc::new(std::sync::Mutex::new(
+            enrolment.as_ref().map(|e| e.agent_token.clone()),
+        ));
+        let mut commands = CommandRuntime::new(
+            Settings::from_config(&config),
+            &state_dir,
+            Self::commands_api(&config, token_cell.clone())?,
+            std::sync::Arc::new(SystemClock),
+            Box::new(HostLoad::new()),
+        )
+        .with_context(|| format!("opening the command queue in {}", state_dir.display()))?;
+        let key = commands::signing_key(
+            &state_dir,
+            config.security.command_signing_key.as_deref(),
+            enrolment
+                .as_ref()
+                .and_then(|e| e.command_signing_key.as_deref()),
+        )
+        .map_err(anyhow::Error::msg)?;
+        commands.set_identity(enrolment.as_ref().map_or("", |e| e.agent_id.as_str()), key);
+        let (leases_tx, leases) = tokio::sync::mpsc::channel(4);
         Ok(Agent {
+            commands,
+            token_cell,
+            leases,
+            leases_tx,
+            poller: None,
             flags,
             inventory: InventoryState::load(&state_dir),
             config,
@@ -268,6 +322,7 @@ impl Agent {
             inventory_due: false,
             hold_until: None,
             head_failures: None,
+            commands_pending: false,
         })
     }
 
@@ -276,6 +331,72 @@ impl Agent {
     fn client(config: &Config) -> Result<Client, ClientError> {
         Ok(Client::new(&config.api, &config.security)?
             .with_retry_budget(config.agent.heartbeat_interval))
+    }
+
+    /// The command queue's server calls: short retries (see [`COMMAND_RETRY_BUDGET`]).
+    fn commands_api(config: &Config, token: TokenCell) -> Result<ClientApi, ClientError> {
+        let client =
+            Client::new(&config.api, &config.security)?.with_retry_budget(COMMAND_RETRY_BUDGET);
+        Ok(ClientApi {
+            client: std::sync::Arc::new(client),
+            token,
+        })
+    }
+
+    /// Starts (or restarts, after a reload) the `commands/pending` long-poll when enabled.
+    fn start_poller(&mut self, stop: &watch::Receiver<bool>) {
+        if let Some(old) = self.poller.take() {
+            old.abort();
+        }
+        if !self.config.scheduling.long_poll {
+            return;
+        }
+        let mut api_config = self.config.api.clone();
+        // The server holds the request up to LONG_POLL_WAIT_S: the client must wait longer.
+        api_config.timeout = api_config
+            .timeout
+            .max(Duration::from_secs(u64::from(LONG_POLL_WAIT_S) + 15));
+        let client = match Client::new(&api_config, &self.config.security) {
+            Ok(client) => client.with_retry_budget(COMMAND_RETRY_BUDGET),
+            Err(e) => {
+                error!(error = %e, "cannot start the command long-poll");
+                return;
+            }
+        };
+        let api = ClientApi {
+            client: std::sync::Arc::new(client),
+            token: self.token_cell.clone(),
+        };
+        self.poller = Some(tokio::spawn(poll_pending(
+            api,
+            self.leases_tx.clone(),
+            stop.clone(),
+        )));
+    }
+
+    /// The enrolment changed: the queue's token and identity follow.
+    fn enrolment_changed(&mut self) {
+        *self
+            .token_cell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            self.enrolment.as_ref().map(|e| e.agent_token.clone());
+        let key = commands::signing_key(
+            &self.state_dir(),
+            self.config.security.command_signing_key.as_deref(),
+            self.enrolment
+                .as_ref()
+                .and_then(|e| e.command_signing_key.as_deref()),
+        );
+        match key {
+            Ok(key) => {
+                let id = self.agent_id();
+                self.commands.set_identity(&id, key);
+            }
+            Err(e) => {
+                error!(error = %e, "cannot read the command-signing key; keeping the one in use")
+            }
+        }
     }
 
     fn intervals(&self) -> Intervals {
@@ -304,16 +425,38 @@ impl Agent {
         let mut reloads = Reloads::new();
         self.write_status();
         daemon::notify("READY=1");
+        self.start_poller(&stop);
         loop {
             let (job, at) = schedule.next();
-            tokio::select! {
+            let wake = tokio::select! {
                 biased;
-                _ = stop.wait_for(|stop| *stop) => break,
-                _ = reloads.next() => {
-                    self.reload(&mut schedule);
+                _ = stop.wait_for(|stop| *stop) => Wake::Stop,
+                _ = reloads.next() => Wake::Reload,
+                Some(leased) = self.leases.recv() => Wake::Leased(leased),
+                _ = self.commands.wait() => Wake::Commands,
+                _ = tokio::time::sleep_until(at) => Wake::Job,
+            };
+            match wake {
+                Wake::Stop => break,
+                Wake::Reload => {
+                    let _ = self.reload(&mut schedule);
+                    self.start_poller(&stop);
                     continue;
                 }
-                _ = tokio::time::sleep_until(at) => {}
+                Wake::Leased(leased) => {
+                    self.commands.accept(leased);
+                    if let Err(Cut::Stop) = self.command_step(&mut stop, &mut schedule).await {
+                        break;
+                    }
+                    continue;
+                }
+                Wake::Commands => {
+                    if let Err(Cut::Stop) = self.command_step(&mut stop, &mut schedule).await {
+                        break;
+                    }
+                    continue;
+                }
+                Wake::Job => {}
             }
             let outcome = match job {
                 Job::Heartbeat => self.heartbeat(&mut stop).await,
@@ -328,24 +471,128 @@ impl Agent {
             if let Err(Cut::Stop) = outcome {
                 break;
             }
+            if job == Job::Heartbeat
+                && std::mem::take(&mut self.commands_pending)
+                && let Err(Cut::Stop) = self.fetch_commands(&mut stop, &mut schedule).await
+            {
+                break;
+            }
         }
         daemon::notify("STOPPING=1");
+        if let Some(poller) = self.poller.take() {
+            poller.abort();
+        }
+        // Running commands get the grace period, then their trees are stopped; each is
+        // reported and its locks released.
+        self.commands.shutdown().await;
         self.write_status();
         info!("muster-agent stopped");
         Ok(())
     }
 
-    fn reload(&mut self, schedule: &mut Schedule) {
+    fn reload(&mut self, schedule: &mut Schedule) -> Result<(), String> {
         daemon::notify_reloading();
-        match self.reloaded() {
+        let result = match self.reloaded() {
             Ok(()) => {
                 let splay = self.config.agent.splay;
                 schedule.set_intervals(self.intervals(), Instant::now(), |_| random_offset(splay));
                 info!("configuration reloaded");
+                Ok(())
             }
-            Err(e) => error!(error = %e, "configuration reload rejected, keeping the old one"),
-        }
+            Err(e) => {
+                error!(error = %e, "configuration reload rejected, keeping the old one");
+                Err(format!("{e:#}"))
+            }
+        };
         daemon::notify("READY=1");
+        result
+    }
+
+    /// One round of the command queue, and the builtin actions it hands over.
+    async fn command_step(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+        schedule: &mut Schedule,
+    ) -> Result<(), Cut> {
+        self.commands.step().await;
+        while let Some((id, action)) = self.commands.take_builtin() {
+            let result = self.builtin(&action, stop, schedule).await?;
+            if action == "reload_config" && result.is_ok() {
+                // As after SIGHUP: the long-poll follows the new settings.
+                self.start_poller(stop);
+            }
+            self.commands.finish_builtin(id, result).await;
+        }
+        self.write_status();
+        Ok(())
+    }
+
+    /// `GET commands/pending` after a heartbeat said there are some.
+    async fn fetch_commands(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+        schedule: &mut Schedule,
+    ) -> Result<(), Cut> {
+        let fetched = Self::until_stop(stop, self.commands.api_mut().pending(0)).await?;
+        match fetched {
+            Ok(leased) => self.commands.accept(leased),
+            Err(ClientError::Unauthorized) => self.forget_enrolment(),
+            Err(e) => warn!(error = %e, "cannot fetch pending commands"),
+        }
+        self.command_step(stop, schedule).await
+    }
+
+    /// Performs a `builtin` command's action through the agent's own paths.
+    async fn builtin(
+        &mut self,
+        action: &str,
+        stop: &mut watch::Receiver<bool>,
+        schedule: &mut Schedule,
+    ) -> Result<Result<String, String>, Cut> {
+        let outcome = |o: Option<&Outcome>, what: &str| match o {
+            Some(o) if o.ok => Ok(format!("{what} collected and sent")),
+            Some(o) => Err(o.error.clone().unwrap_or_else(|| format!("{what} failed"))),
+            None => Err(format!("{what} did not run")),
+        };
+        Ok(match action {
+            "scan_now" => {
+                self.inventory(stop).await?;
+                schedule.complete(Job::Inventory, Instant::now());
+                outcome(self.status.last_inventory.as_ref(), "inventory")
+            }
+            "telemetry_now" => {
+                self.telemetry(stop).await?;
+                schedule.complete(Job::Telemetry, Instant::now());
+                outcome(self.status.last_telemetry.as_ref(), "telemetry")
+            }
+            "reload_config" => self
+                .reload(schedule)
+                .map(|()| "configuration reloaded".to_owned()),
+            "collect_logs" => self.log_tail(),
+            other => Err(format!("unknown builtin {other:?}")),
+        })
+    }
+
+    /// The end of the log file, up to the output cap.
+    fn log_tail(&self) -> Result<String, String> {
+        use std::io::{Read as _, Seek as _};
+        let path = &self.config.agent.log_file;
+        let cap = self.config.scheduling.output_max_bytes;
+        let mut file = std::fs::File::open(path).map_err(|e| {
+            format!(
+                "{}: {e} (in the foreground the agent logs to stderr: see journalctl -u muster-agent)",
+                path.display()
+            )
+        })?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let from = len.saturating_sub(cap);
+        file.seek(std::io::SeekFrom::Start(from))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.take(cap)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Loads the configuration again and applies it, or says why not.
@@ -381,9 +628,14 @@ impl Agent {
             self.inventory = InventoryState::default();
             self.hold_until = None;
         }
+        let commands_api = Self::commands_api(&new, self.token_cell.clone())?;
         logging::set_level(new.agent.log_level);
         self.client = client;
         self.config = new;
+        self.commands
+            .set_settings(Settings::from_config(&self.config));
+        *self.commands.api_mut() = commands_api;
+        self.enrolment_changed();
         Ok(())
     }
 
@@ -467,6 +719,7 @@ impl Agent {
                 self.status.agent_id = Some(enrolment.agent_id.clone());
                 let token = enrolment.agent_token.clone();
                 self.enrolment = Some(enrolment);
+                self.enrolment_changed();
                 Ok(Some(token))
             }
             Err(e) => {
@@ -487,6 +740,7 @@ impl Agent {
     fn forget_enrolment(&mut self) {
         warn!("the server rejected the agent token; enrolling again");
         self.enrolment = None;
+        self.enrolment_changed();
         if let Err(e) = Enrolment::remove(&self.state_dir()) {
             error!(error = %e, "cannot remove the stored enrolment");
         }
@@ -524,7 +778,7 @@ impl Agent {
                 spool_items: spool.items,
                 spool_bytes: spool.bytes,
                 dropped_reports: dropped,
-                queue_depth: 0,
+                queue_depth: self.commands.queue_depth() as u64,
                 last_inventory: self.status.last_inventory.as_ref().map(|o| o.at),
                 last_telemetry: self.status.last_telemetry.as_ref().map(|o| o.at),
             },
@@ -533,6 +787,7 @@ impl Agent {
         match Self::until_stop(stop, self.client.heartbeat(&token, &heartbeat)).await? {
             Ok(answer) => {
                 debug!(pending_commands = answer.pending_commands, "heartbeat");
+                self.commands_pending = answer.pending_commands > 0;
                 let taken = self.spool.take_dropped();
                 self.spool.restore_dropped(taken.saturating_sub(dropped));
                 self.dropped_reported += dropped;
@@ -814,8 +1069,67 @@ impl Agent {
         self.status.spool_items = spool.items;
         self.status.spool_bytes = spool.bytes;
         self.status.dropped_reports = self.dropped_reported + self.spool.dropped();
+        self.status.queue_depth = self.commands.queue_depth() as u64;
         if let Err(e) = crate::status::write(&self.config.agent.state_dir, &self.status) {
             warn!(error = %e, "cannot write the status file");
+        }
+    }
+}
+
+/// Keeps one `GET commands/pending?wait_s=N` open at a time, handing what it brings to the
+/// agent's loop; backs off on errors; ends when the agent stops.
+async fn poll_pending(
+    api: ClientApi,
+    leases: tokio::sync::mpsc::Sender<api::PendingCommands>,
+    mut stop: watch::Receiver<bool>,
+) {
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let enrolled = api
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if !enrolled {
+            // The agent's loop enrols; look again shortly, without asking the server.
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
+        let asked = Instant::now();
+        let answer = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            answer = api.pending(LONG_POLL_WAIT_S) => answer,
+        };
+        let pause = match answer {
+            Ok(leased) => {
+                backoff = Duration::from_secs(1);
+                let empty = leased.commands.is_empty() && leased.cancel.is_empty();
+                if !empty && leases.send(leased).await.is_err() {
+                    return;
+                }
+                // A server that does not hold the request answers an empty one at once: don't
+                // spin on it.
+                (empty && asked.elapsed() < Duration::from_secs(1))
+                    .then_some(Duration::from_secs(5))
+            }
+            Err(e) => {
+                debug!(error = %e, "command long-poll failed");
+                let pause = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                Some(pause)
+            }
+        };
+        if let Some(pause) = pause {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
         }
     }
 }

@@ -121,13 +121,13 @@ fn check_prints_every_value_with_its_source_and_redacts_the_token() {
     );
     assert_eq!(line(&text, "agent.splay"), ("30", "default"));
     assert_eq!(line(&text, "security.ca_file"), ("(not set)", "default"));
-    // Every key, once: 31 of them, after the two comment lines naming the files.
+    // Every key, once: 35 of them, after the two comment lines naming the files.
     let keys: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.split(" = ").next().unwrap())
         .collect();
-    assert_eq!(keys.len(), 31, "{text}");
+    assert_eq!(keys.len(), 35, "{text}");
     assert!(keys.iter().all(|k| k.contains('.')));
     assert!(text.starts_with(&format!("# file: {}\n", dir.config().display())));
     assert!(text.contains(&format!("# config.env: {}\n", env_file.display())));
@@ -141,7 +141,7 @@ fn check_json_is_one_object_of_values_and_sources() {
     assert_no_token(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     let object = json.as_object().unwrap();
-    assert_eq!(object.len(), 31);
+    assert_eq!(object.len(), 35);
     assert!(object.values().all(|v| v["source"].is_string()));
     assert_eq!(json["api.auth_token"]["value"], "[redacted]");
     assert_eq!(json["api.timeout"]["value"], 12);

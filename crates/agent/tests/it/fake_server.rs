@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, get, post};
 use muster_proto::api::{
-    ApiError, Heartbeat, HeartbeatResponse, InventoryAck, InventoryUpload, MetricsAck,
-    MetricsReport, RegisterRequest, RegisterResponse,
+    ApiError, Command, CommandStatusUpdate, Heartbeat, HeartbeatResponse, InventoryAck,
+    InventoryUpload, Lock, LockRequest, MetricsAck, MetricsReport, PendingCommands,
+    RegisterRequest, RegisterResponse,
 };
 use uuid::Uuid;
 
@@ -51,6 +53,45 @@ pub struct Seen {
     pub failing_metrics: HashSet<Uuid>,
     /// Every bearer token presented, to check no token leaks elsewhere.
     pub tokens_issued: Vec<String>,
+    /// The command-signing key offered at registration (base64).
+    pub signing_key: Option<String>,
+    /// Commands waiting to be leased (to any agent: the command tests run one).
+    pub pending: Vec<Command>,
+    /// Cancellations to deliver.
+    pub cancel: Vec<i64>,
+    /// `commands/pending` requests, and the `wait_s` each asked for.
+    pub polls: Vec<u32>,
+    /// Every status update received, in order.
+    pub statuses: Vec<CommandStatusUpdate>,
+    /// Held locks: resource → (lock id, command id); and every lock id released.
+    pub locks: HashMap<String, (String, Option<i64>)>,
+    pub released: Vec<String>,
+    /// The `queue_depth` of the latest heartbeat.
+    pub queue_depth: u64,
+    /// Wakes held long-polls when a command or cancellation is queued.
+    pub nudge: Arc<tokio::sync::Notify>,
+}
+
+impl Seen {
+    /// Queues a command and wakes a waiting long-poll.
+    pub fn queue(&mut self, command: Command) {
+        self.pending.push(command);
+        self.nudge.notify_waiters();
+    }
+
+    pub fn cancel(&mut self, id: i64) {
+        self.cancel.push(id);
+        self.nudge.notify_waiters();
+    }
+
+    /// The states reported for command `id`, in order.
+    pub fn states(&self, id: i64) -> Vec<muster_proto::api::CommandState> {
+        self.statuses
+            .iter()
+            .filter(|u| u.command_id == id)
+            .map(|u| u.status)
+            .collect()
+    }
 }
 
 pub struct FakeServer {
@@ -67,6 +108,10 @@ impl FakeServer {
             .route("/api/agents/heartbeat", post(heartbeat))
             .route("/api/system/report", post(system_report))
             .route("/api/metrics/report", post(metrics_report))
+            .route("/api/commands/pending", get(commands_pending))
+            .route("/api/commands/status", post(commands_status))
+            .route("/api/locks/create", post(locks_create))
+            .route("/api/locks/{id}", delete(locks_delete))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/api", listener.local_addr().unwrap());
@@ -181,7 +226,7 @@ async fn register(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Res
     axum::Json(RegisterResponse {
         agent_id,
         agent_token: token,
-        command_signing_key: None,
+        command_signing_key: seen.signing_key.clone(),
     })
     .into_response()
 }
@@ -198,8 +243,9 @@ async fn heartbeat(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Re
     };
     assert_eq!(hb.agent_id, agent_id, "a heartbeat names its own agent");
     seen.heartbeats += 1;
+    seen.queue_depth = hb.health.queue_depth;
     axum::Json(HeartbeatResponse {
-        pending_commands: 0,
+        pending_commands: (seen.pending.len() + seen.cancel.len()) as u32,
         server_time: jiff::Timestamp::now(),
     })
     .into_response()
@@ -294,4 +340,109 @@ async fn metrics_report(State(state): Shared, headers: HeaderMap, bytes: Bytes) 
         duplicate,
     })
     .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Wait {
+    #[serde(default)]
+    wait_s: u32,
+}
+
+/// Leases everything pending (a test server: no lease expiry), holding the request up to
+/// `wait_s` while there is nothing.
+async fn commands_pending(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(wait): Query<Wait>,
+) -> Response {
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_secs(wait.wait_s.min(60).into());
+    loop {
+        let nudge = state.lock().unwrap().nudge.clone();
+        // Registered before looking, so a command queued in between still wakes it.
+        let notified = nudge.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let mut seen = state.lock().unwrap();
+            if let Err(e) = authenticate(&seen, &headers) {
+                return e;
+            }
+            let nothing = seen.pending.is_empty() && seen.cancel.is_empty();
+            if !nothing || tokio::time::Instant::now() >= deadline {
+                seen.polls.push(wait.wait_s);
+                let answer = PendingCommands {
+                    commands: std::mem::take(&mut seen.pending),
+                    cancel: std::mem::take(&mut seen.cancel),
+                };
+                return axum::Json(answer).into_response();
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+async fn commands_status(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Response {
+    let update: CommandStatusUpdate = match body(&state, &headers, &bytes) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut seen = state.lock().unwrap();
+    if let Err(e) = authenticate(&seen, &headers) {
+        return e;
+    }
+    seen.statuses.push(update);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn locks_create(State(state): Shared, headers: HeaderMap, bytes: Bytes) -> Response {
+    let req: LockRequest = match body(&state, &headers, &bytes) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let mut seen = state.lock().unwrap();
+    let agent = match authenticate(&seen, &headers) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let id = match seen.locks.get(&req.resource) {
+        Some((id, holder)) if *holder == req.command_id => id.clone(),
+        Some((_, holder)) => {
+            return error(
+                StatusCode::CONFLICT,
+                "conflict",
+                &format!("{} is held by command {holder:?}", req.resource),
+            );
+        }
+        None => Uuid::now_v7().to_string(),
+    };
+    seen.locks
+        .insert(req.resource.clone(), (id.clone(), req.command_id));
+    let lock = Lock {
+        id,
+        resource: req.resource,
+        scope: req.scope,
+        holder_agent_id: agent,
+        command_id: req.command_id,
+        expires_at: jiff::Timestamp::now(),
+    };
+    (StatusCode::CREATED, axum::Json(lock)).into_response()
+}
+
+async fn locks_delete(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut seen = state.lock().unwrap();
+    if let Err(e) = authenticate(&seen, &headers) {
+        return e;
+    }
+    let before = seen.locks.len();
+    seen.locks.retain(|_, (lock, _)| *lock != id);
+    if seen.locks.len() == before {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such lock");
+    }
+    seen.released.push(id);
+    StatusCode::NO_CONTENT.into_response()
 }

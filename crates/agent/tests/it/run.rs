@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use crate::fake_server::{ENROL_TOKEN, FakeServer, Seen, TENANT};
 
 /// An agent's state directory and configuration file, in a temporary directory.
-struct Setup {
+pub struct Setup {
     dir: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new(server_url: &str, heartbeat_s: u64, telemetry_s: u64) -> Setup {
+    pub fn new(server_url: &str, heartbeat_s: u64, telemetry_s: u64) -> Setup {
         let setup = Setup {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -46,6 +46,18 @@ impl Setup {
         std::fs::write(self.config(), config).unwrap();
     }
 
+    /// A directory for the test's own files, beside the agent's.
+    pub fn append_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Adds `text` (whole sections) to the end of the configuration file.
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(self.config()).unwrap();
+        config.push_str(text);
+        std::fs::write(self.config(), config).unwrap();
+    }
+
     fn config(&self) -> PathBuf {
         self.dir.path().join("agent.toml")
     }
@@ -54,7 +66,7 @@ impl Setup {
         self.dir.path().join("state")
     }
 
-    fn start(&self) -> Agent {
+    pub fn start(&self) -> Agent {
         let log = self
             .dir
             .path()
@@ -77,7 +89,7 @@ impl Setup {
 }
 
 /// A running agent; killed if a test fails before stopping it.
-struct Agent {
+pub struct Agent {
     child: Option<Child>,
     /// Its standard error (the foreground agent's log), readable while it runs.
     log: PathBuf,
@@ -93,7 +105,7 @@ impl Agent {
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit; returns the exit code and stderr.
-    fn stop(mut self) -> (Option<i32>, String) {
+    pub fn stop(mut self) -> (Option<i32>, String) {
         self.signal(nix::sys::signal::Signal::SIGTERM);
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -142,7 +154,7 @@ impl Drop for Agent {
 }
 
 /// Waits until `condition` holds on what the server saw (polling, bounded).
-async fn until(server: &FakeServer, what: &str, condition: impl Fn(&Seen) -> bool) {
+pub async fn until(server: &FakeServer, what: &str, condition: impl Fn(&Seen) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if server.seen(|seen| condition(seen)) {
