@@ -132,22 +132,36 @@ async fn a_signed_script_arrives_by_long_poll_runs_and_reports_and_an_unsigned_o
         s.states(4).last() == Some(&CommandState::Running)
     })
     .await;
-    let pid = loop {
-        if let Ok(text) = std::fs::read_to_string(&pid_file)
-            && let Ok(pid) = text.trim().parse::<i32>()
-        {
-            break pid;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = pid_in(&pid_file).await;
     server.seen(|s| s.cancel(4));
     until(&server, "the cancellation", |s| {
         s.states(4).last() == Some(&CommandState::Cancelled)
     })
     .await;
     assert!(!alive(pid), "the cancelled command's process is gone");
-    let (code, log) = agent.stop();
+    // Off the runtime's thread: the fake server must keep answering while the agent stops.
+    let (code, log) = tokio::task::spawn_blocking(move || agent.stop())
+        .await
+        .unwrap();
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// The pid a command's script wrote to `file`, waited for at most 20 s.
+async fn pid_in(file: &std::path::Path) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && let Ok(pid) = text.trim().parse::<i32>()
+        {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pid in {} after 20 s",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn setup_marker(setup: &Setup) -> std::path::PathBuf {
@@ -192,7 +206,10 @@ async fn without_long_poll_a_heartbeat_saying_commands_wait_fetches_them() {
     )
     .unwrap();
     assert_eq!(status["queue_depth"], 1, "{status}");
-    let (code, log) = agent.stop();
+    // Off the runtime's thread: the fake server must keep answering while the agent stops.
+    let (code, log) = tokio::task::spawn_blocking(move || agent.stop())
+        .await
+        .unwrap();
     assert_eq!(code, Some(0), "{log}");
 }
 
@@ -220,14 +237,7 @@ async fn sigterm_stops_a_running_command_reports_it_and_releases_its_lock() {
     })
     .await;
     assert_eq!(server.seen(|s| s.locks.len()), 1);
-    let pid: i32 = loop {
-        if let Ok(text) = std::fs::read_to_string(&pid_file)
-            && let Ok(pid) = text.trim().parse()
-        {
-            break pid;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = pid_in(&pid_file).await;
     // The server must answer while the agent stops (it reports and releases then): wait for
     // the exit off the runtime's thread.
     let (code, log) = tokio::task::spawn_blocking(move || agent.stop())
