@@ -48,6 +48,13 @@ pub struct Limits {
     pub alert_thresholds: Thresholds,
     /// How long a dashboard login lasts.
     pub session_lifetime: Duration,
+    /// How long an agent has to acknowledge a leased command (`received`) before it goes
+    /// back to pending and is delivered again.
+    pub command_lease: Duration,
+    /// Time between two runs of the commands' jobs (run-out leases, expiries, locks).
+    pub command_sweep_interval: Duration,
+    /// Most agents one command may be sent to.
+    pub max_command_targets: u32,
 }
 
 impl Default for Limits {
@@ -58,6 +65,9 @@ impl Default for Limits {
             agent_burst: NonZeroU32::new(60).expect("non-zero"),
             alert_thresholds: Thresholds::default(),
             session_lifetime: Duration::from_secs(12 * 60 * 60),
+            command_lease: Duration::from_secs(60),
+            command_sweep_interval: Duration::from_secs(30),
+            max_command_targets: 10_000,
         }
     }
 }
@@ -119,6 +129,15 @@ struct FileConfig {
     retention: RetentionSection,
     alerts: AlertsSection,
     dashboard: DashboardSection,
+    commands: CommandsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CommandsSection {
+    lease_s: Option<u64>,
+    sweep_interval_s: Option<u64>,
+    max_targets: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +258,30 @@ impl ServerConfig {
             }
             config.limits.session_lifetime = Duration::from_secs(u64::from(hours) * 60 * 60);
         }
+        if let Some(s) = file.commands.lease_s {
+            if !(1..=3600).contains(&s) {
+                return Err(format!(
+                    "[commands] lease_s: must be from 1 to 3600 seconds, got {s}"
+                ));
+            }
+            config.limits.command_lease = Duration::from_secs(s);
+        }
+        if let Some(s) = file.commands.sweep_interval_s {
+            if !(1..=3600).contains(&s) {
+                return Err(format!(
+                    "[commands] sweep_interval_s: must be from 1 to 3600 seconds, got {s}"
+                ));
+            }
+            config.limits.command_sweep_interval = Duration::from_secs(s);
+        }
+        if let Some(n) = file.commands.max_targets {
+            if !(1..=100_000).contains(&n) {
+                return Err(format!(
+                    "[commands] max_targets: must be from 1 to 100000, got {n}"
+                ));
+            }
+            config.limits.max_command_targets = n;
+        }
         for (key, value, slot) in [
             (
                 "cpu_threshold",
@@ -299,6 +342,10 @@ mod tests {
             disk_threshold = 99
             [dashboard]
             session_hours = 2
+            [commands]
+            lease_s = 30
+            sweep_interval_s = 5
+            max_targets = 500
             [retention]
             metrics_days = 7
             reports_days = 2
@@ -322,6 +369,9 @@ mod tests {
         assert_eq!(config.limits.alert_thresholds.cpu, 95.0);
         assert_eq!(config.limits.alert_thresholds.memory, 85.5);
         assert_eq!(config.limits.alert_thresholds.disk, 99.0);
+        assert_eq!(config.limits.command_lease, Duration::from_secs(30));
+        assert_eq!(config.limits.command_sweep_interval, Duration::from_secs(5));
+        assert_eq!(config.limits.max_command_targets, 500);
     }
 
     #[test]
@@ -336,6 +386,9 @@ mod tests {
             ("[retention]\ninterval_s = 1", "[retention] interval_s"),
             ("[alerts]\ndisk_threshold = 101", "[alerts] disk_threshold"),
             ("[server]\ndatabase_url = \" \"", "[server] database_url"),
+            ("[commands]\nlease_s = 0", "[commands] lease_s"),
+            ("[commands]\nsweep_interval_s = 0", "[commands] sweep_interval_s"),
+            ("[commands]\nmax_targets = 0", "[commands] max_targets"),
         ] {
             let error = ServerConfig::parse(text).unwrap_err();
             assert!(error.contains(expected), "{text:?}: {error}");

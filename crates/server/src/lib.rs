@@ -8,6 +8,8 @@ pub mod admin;
 pub mod admin_api;
 pub mod api;
 pub mod cli;
+pub mod commands;
+pub mod commands_api;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
@@ -43,12 +45,19 @@ pub struct AppState {
     pub limits: Limits,
     /// Counters and the rate limiter.
     pub ops: Arc<Ops>,
+    /// The commands' long-poll waiters and tenants' signers.
+    pub commands: Arc<commands::CommandHub>,
 }
 
 impl AppState {
     pub fn new(store: Store, limits: Limits) -> AppState {
         let ops = Arc::new(Ops::new(&limits));
-        AppState { store, limits, ops }
+        AppState {
+            store,
+            limits,
+            ops,
+            commands: Arc::default(),
+        }
     }
 }
 
@@ -66,7 +75,7 @@ pub enum ServerError {
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     let mut router = Router::new()
         .route("/api/openapi.json", get(openapi::serve))
-        .nest("/api/admin", admin_api::router())
+        .nest("/api/admin", admin_api::router().merge(commands_api::router()))
         .nest("/api", api::router())
         .merge(dashboard::router_with(dashboard::DashboardConfig {
             session_lifetime: state.limits.session_lifetime,
@@ -124,6 +133,7 @@ pub async fn run_with_metrics(
         "listening"
     );
     let housekeeping = tokio::spawn(ops::housekeeping(state.clone(), config.retention));
+    let nudges = tokio::spawn(api::relay_nudges(state.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = match metrics_listener {
         Some(metrics_listener) => {
@@ -148,8 +158,10 @@ pub async fn run_with_metrics(
         let _ = metrics_server.await;
     }
     housekeeping.abort();
-    // Wait for it to be gone, so it never runs against a closed pool.
+    nudges.abort();
+    // Wait for them to be gone, so they never run against a closed pool.
     let _ = housekeeping.await;
+    let _ = nudges.await;
     store.close().await;
     info!("stopped");
     served?;
