@@ -15,19 +15,21 @@ use muster_proto::api::{
     LockRequest, LockScope, MetricsAck, MetricsReport, PendingCommands, RegisterRequest,
     RegisterResponse,
 };
-use serde::Deserialize;
-use utoipa::IntoParams;
 use muster_proto::inventory::inventory_hash;
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::error::ApiError;
 use crate::commands::{TargetState, state_name, wire_command};
+use crate::error::ApiError;
 use crate::extract::{AgentCaller, ApiJson, ApiPath, ApiQuery, EnrolCaller};
 use crate::ingest;
-use crate::store::commands::{LockOutcome, LockRecord, MAX_LEASE_BATCH, StatusChange, StatusOutcome};
+use crate::store::commands::{
+    LockOutcome, LockRecord, MAX_LEASE_BATCH, StatusChange, StatusOutcome,
+};
 use crate::store::{
     AgentRegistration, Ingested, MetricsRow, NOT_HELD, NewInventory, ReportKind, ReportMeta,
     StoreError,
@@ -388,7 +390,11 @@ pub async fn commands_status(
     caller: AgentCaller,
     ApiJson(update): ApiJson<CommandStatusUpdate>,
 ) -> Result<StatusCode, ApiError> {
-    if update.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
+    if update
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REASON_LEN)
+    {
         return Err(ApiError::Unprocessable(format!(
             "`reason` is longer than {MAX_REASON_LEN} bytes"
         )));

@@ -191,13 +191,19 @@ impl Waiters {
     /// The agent's notifier; hold it (and create its `notified()` future) before checking
     /// for work, so a nudge between the check and the wait is not lost.
     pub fn register(&self, agent_id: &str) -> Arc<Notify> {
-        let mut map = self.map.lock().expect("the waiters' lock is never poisoned");
+        let mut map = self
+            .map
+            .lock()
+            .expect("the waiters' lock is never poisoned");
         map.entry(agent_id.to_owned()).or_default().clone()
     }
 
     /// Drops the agent's entry when no one else waits on it.
     pub fn release(&self, agent_id: &str, notify: Arc<Notify>) {
-        let mut map = self.map.lock().expect("the waiters' lock is never poisoned");
+        let mut map = self
+            .map
+            .lock()
+            .expect("the waiters' lock is never poisoned");
         drop(notify);
         if map.get(agent_id).is_some_and(|n| Arc::strong_count(n) == 1) {
             map.remove(agent_id);
@@ -206,7 +212,10 @@ impl Waiters {
 
     /// Wakes the agent's waiting requests, if any.
     pub fn nudge(&self, agent_id: &str) {
-        let map = self.map.lock().expect("the waiters' lock is never poisoned");
+        let map = self
+            .map
+            .lock()
+            .expect("the waiters' lock is never poisoned");
         if let Some(notify) = map.get(agent_id) {
             notify.notify_waiters();
         }
@@ -309,14 +318,22 @@ mod tests {
             } else {
                 Transition::Apply
             };
-            assert_eq!(transition(agent(Received), to), expected, "received → {to:?}");
+            assert_eq!(
+                transition(agent(Received), to),
+                expected,
+                "received → {to:?}"
+            );
             // deferred → received is the only illegal move; deferred again is legal.
             let expected = if to == Received {
                 Transition::Illegal
             } else {
                 Transition::Apply
             };
-            assert_eq!(transition(agent(Deferred), to), expected, "deferred → {to:?}");
+            assert_eq!(
+                transition(agent(Deferred), to),
+                expected,
+                "deferred → {to:?}"
+            );
             let expected = match to {
                 Running => Transition::Repeat,
                 Succeeded | Failed | TimedOut | Cancelled => Transition::Apply,
@@ -397,14 +414,16 @@ mod tests {
     async fn a_nudge_wakes_a_waiter_registered_before_it_and_the_entry_goes_after() {
         let waiters = Waiters::default();
         let notify = waiters.register("a");
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        waiters.nudge("b");
-        waiters.nudge("a");
-        tokio::time::timeout(std::time::Duration::from_secs(1), notified)
-            .await
-            .expect("the nudge woke the waiter");
+        {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            waiters.nudge("b");
+            waiters.nudge("a");
+            tokio::time::timeout(std::time::Duration::from_secs(1), notified)
+                .await
+                .expect("the nudge woke the waiter");
+        }
         assert_eq!(waiters.len(), 1);
         waiters.release("a", notify);
         assert!(waiters.is_empty());

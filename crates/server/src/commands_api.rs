@@ -112,7 +112,9 @@ pub struct CreateCommandRequest {
 
 fn check_text(name: &str, value: &str) -> Result<(), ApiError> {
     if value.len() > MAX_TEXT_LEN {
-        return Err(invalid(format!("`{name}` is longer than {MAX_TEXT_LEN} bytes")));
+        return Err(invalid(format!(
+            "`{name}` is longer than {MAX_TEXT_LEN} bytes"
+        )));
     }
     Ok(())
 }

@@ -387,7 +387,10 @@ mod tests {
             ("[alerts]\ndisk_threshold = 101", "[alerts] disk_threshold"),
             ("[server]\ndatabase_url = \" \"", "[server] database_url"),
             ("[commands]\nlease_s = 0", "[commands] lease_s"),
-            ("[commands]\nsweep_interval_s = 0", "[commands] sweep_interval_s"),
+            (
+                "[commands]\nsweep_interval_s = 0",
+                "[commands] sweep_interval_s",
+            ),
             ("[commands]\nmax_targets = 0", "[commands] max_targets"),
         ] {
             let error = ServerConfig::parse(text).unwrap_err();

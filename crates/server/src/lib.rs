@@ -75,7 +75,10 @@ pub enum ServerError {
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     let mut router = Router::new()
         .route("/api/openapi.json", get(openapi::serve))
-        .nest("/api/admin", admin_api::router().merge(commands_api::router()))
+        .nest(
+            "/api/admin",
+            admin_api::router().merge(commands_api::router()),
+        )
         .nest("/api", api::router())
         .merge(dashboard::router_with(dashboard::DashboardConfig {
             session_lifetime: state.limits.session_lifetime,

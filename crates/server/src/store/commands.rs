@@ -350,9 +350,7 @@ impl Store {
     }
 
     /// A listener for [`Store::announce_commands`] from any replica; `None` on SQLite.
-    pub async fn command_listener(
-        &self,
-    ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+    pub async fn command_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(None),
             Backend::Postgres(pool) => {

@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 mod api;
 mod cli;
+mod commands;
 mod dashboard;
 mod demo;
 mod inventory;

@@ -12,8 +12,7 @@ use crate::commands::{TargetState, Transition, transition};
 use crate::store::StoreError;
 use crate::store::commands::{
     Cancelled, CommandFilter, CommandPage, CommandRecord, CommandSummary, CommandsSwept, Leased,
-    LockOutcome, LockRecord, NewCommand, SigningKeyPair, StatusChange, StatusOutcome,
-    TargetRecord,
+    LockOutcome, LockRecord, NewCommand, SigningKeyPair, StatusChange, StatusOutcome, TargetRecord,
 };
 
 /// Agents per target-insert statement (a bound parameter each).
@@ -323,7 +322,11 @@ pub(in crate::store) async fn update_command_status(
         }
         match transition(from, to) {
             Transition::Repeat => return Ok(StatusOutcome::Repeated),
-            Transition::Illegal => return Ok(StatusOutcome::Illegal { from: from.as_str() }),
+            Transition::Illegal => {
+                return Ok(StatusOutcome::Illegal {
+                    from: from.as_str(),
+                });
+            }
             Transition::Apply => {}
         }
         let updated = sqlx::query(
@@ -409,8 +412,7 @@ pub(in crate::store) async fn cancel_command(
     }))
 }
 
-const LOCK_COLUMNS: &str =
-    "id, scope_key, resource, holder_agent_id, command_id, expires_at";
+const LOCK_COLUMNS: &str = "id, scope_key, resource, holder_agent_id, command_id, expires_at";
 
 #[allow(clippy::too_many_arguments)]
 pub(in crate::store) async fn create_lock(
