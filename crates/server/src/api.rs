@@ -287,15 +287,18 @@ pub async fn commands_pending(
 }
 
 async fn lease(state: &AppState, caller: &AgentCaller) -> Result<PendingCommands, ApiError> {
-    let now = now().as_second();
-    let lease_s = i64::try_from(state.limits.command_lease.as_secs()).unwrap_or(60);
+    let at = now();
+    // The store keeps whole seconds: the lease's end is rounded up, so it lasts at least the
+    // configured time.
+    let lease_ms = i64::try_from(state.limits.command_lease.as_millis()).unwrap_or(60_000);
+    let lease_until = (at.as_millisecond().saturating_add(lease_ms) + 999).div_euclid(1000);
     let leased = state
         .store
         .lease_commands(
             &caller.tenant_id,
             &caller.agent_id,
-            now,
-            now.saturating_add(lease_s),
+            at.as_second(),
+            lease_until,
             MAX_LEASE_BATCH,
         )
         .await?;
@@ -325,7 +328,8 @@ async fn lease(state: &AppState, caller: &AgentCaller) -> Result<PendingCommands
 
 /// Wakes this process's long polls when any replica announces new commands or cancellations
 /// (PostgreSQL `LISTEN`); on SQLite there is one server and nothing to relay. A lost
-/// connection is re-made after a pause.
+/// connection is re-made after a pause (not at once, as `PgListener::recv` would: a database
+/// being dropped must not see it come straight back).
 pub async fn relay_nudges(state: AppState) {
     loop {
         let mut listener = match state.store.command_listener().await {
@@ -338,11 +342,15 @@ pub async fn relay_nudges(state: AppState) {
             }
         };
         loop {
-            match listener.recv().await {
-                Ok(notification) => {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
                     for agent_id in notification.payload().split(',') {
                         state.commands.waiters.nudge(agent_id);
                     }
+                }
+                Ok(None) => {
+                    warn!("the command announcements' connection was lost; re-listening");
+                    break;
                 }
                 Err(e) => {
                     warn!(error = %e, "the command announcements' connection failed; re-listening");
@@ -502,8 +510,12 @@ pub async fn locks_create(
         LockScope::Tenant => "tenant".to_owned(),
         LockScope::Agent => format!("agent:{}", caller.agent_id),
     };
-    let now = now().as_second();
-    let ttl = i64::try_from(request.ttl_s).unwrap_or(i64::MAX);
+    let at = now();
+    // Whole seconds, rounded up: the lock lasts at least its TTL.
+    let ttl_ms = i64::try_from(request.ttl_s)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let expires_at = (at.as_millisecond().saturating_add(ttl_ms) + 999).div_euclid(1000);
     let outcome = state
         .store
         .create_lock(
@@ -512,8 +524,8 @@ pub async fn locks_create(
             resource,
             &caller.agent_id,
             request.command_id,
-            now.saturating_add(ttl),
-            now,
+            expires_at,
+            at.as_second(),
         )
         .await?;
     match outcome {

@@ -180,7 +180,8 @@ async fn an_unacknowledged_lease_runs_out_and_the_command_is_delivered_again() {
         let id = create_for(&server, &tenant, &[&agent]).await;
         assert_eq!(pending(&server, &token).await.0.len(), 1);
         assert!(pending(&server, &token).await.0.is_empty());
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // A 1 s lease ends at the next whole second after 1 s: within 2 s.
+        tokio::time::sleep(Duration::from_millis(2050)).await;
         // The lease ran out: pending again (counted), and delivered again.
         assert_eq!(pending_count(&server, &agent, &token).await, 1);
         let again = pending(&server, &token).await.0;
@@ -190,7 +191,7 @@ async fn an_unacknowledged_lease_runs_out_and_the_command_is_delivered_again() {
             2
         );
 
-        // Acknowledged: the lease no longer matters.
+        // Acknowledged: the lease no longer matters (the job, run later, leaves it alone).
         let answer = status(
             &server,
             &token,
@@ -198,7 +199,11 @@ async fn an_unacknowledged_lease_runs_out_and_the_command_is_delivered_again() {
         )
         .await;
         assert_eq!(answer.0, StatusCode::NO_CONTENT);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let later = jiff::Timestamp::now().as_second() + 600;
+        assert_eq!(
+            server.store.sweep_commands(later).await.unwrap().returned,
+            0
+        );
         assert!(pending(&server, &token).await.0.is_empty());
 
         // The job puts a run-out lease back to pending; a late acknowledgement is accepted.
@@ -515,7 +520,7 @@ async fn locks_conflict_renew_release_and_expire() {
         assert_eq!(code, StatusCode::CREATED);
 
         // Expired locks are free (and the job deletes them).
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(Duration::from_millis(2050)).await;
         let (code, answer) = server
             .post(
                 "/api/locks/create",
