@@ -97,6 +97,9 @@ impl CommandsReport {
     }
 }
 
+/// An agent's id and token.
+type Registered = (String, String);
+
 struct Client {
     http: reqwest::Client,
     api: String,
@@ -183,7 +186,7 @@ pub async fn run(config: &CommandsConfig) -> anyhow::Result<CommandsReport> {
     };
 
     // Enrolment.
-    let agents: Arc<Mutex<Vec<Option<(String, String)>>>> =
+    let agents: Arc<Mutex<Vec<Option<Registered>>>> =
         Arc::new(Mutex::new(vec![None; config.agents as usize]));
     let started = Instant::now();
     {
@@ -217,7 +220,7 @@ pub async fn run(config: &CommandsConfig) -> anyhow::Result<CommandsReport> {
         })
         .await;
     }
-    let agents: Vec<(String, String)> = agents
+    let agents: Vec<Registered> = agents
         .lock()
         .expect("not poisoned")
         .iter()
