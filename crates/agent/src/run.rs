@@ -1109,13 +1109,19 @@ async fn poll_pending(
             Ok(leased) => {
                 backoff = Duration::from_secs(1);
                 let empty = leased.commands.is_empty() && leased.cancel.is_empty();
+                let leased_commands = leased.commands.len();
                 if !empty && leases.send(leased).await.is_err() {
                     return;
                 }
-                // A server that does not hold the request answers an empty one at once: don't
-                // spin on it.
-                (empty && asked.elapsed() < Duration::from_secs(1))
-                    .then_some(Duration::from_secs(5))
+                // A server that does not hold the request answers an empty one at once, and
+                // one holding a cancellation this agent is still carrying out answers it again
+                // at once until the agent reports it: don't spin on either.
+                let quick = asked.elapsed() < Duration::from_secs(1);
+                match (quick, empty, leased_commands) {
+                    (true, true, _) => Some(Duration::from_secs(5)),
+                    (true, false, 0) => Some(Duration::from_secs(1)),
+                    _ => None,
+                }
             }
             Err(e) => {
                 debug!(error = %e, "command long-poll failed");

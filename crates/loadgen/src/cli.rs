@@ -93,9 +93,61 @@ pub struct Args {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// The commands benchmark instead of the schedule: queue this many (command, agent)
+    /// pairs through the admin API across `--agents`, have the agents lease and complete
+    /// them, and check that none ran twice. Needs `--admin-token` or `--admin-token-file`.
+    #[arg(long)]
+    pub commands: Option<u64>,
+    /// With `--commands`: agents per command created.
+    #[arg(long, default_value_t = 1_000)]
+    pub per_command: u32,
+    /// The tenant's admin token (for `--commands`).
+    #[arg(long, conflicts_with = "admin_token_file")]
+    pub admin_token: Option<String>,
+    /// A file holding the admin token.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// A token given inline or in a file.
+fn token(inline: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    Ok(match (inline, file) {
+        (Some(token), _) => Some(token.trim().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    })
 }
 
 impl Args {
+    /// The commands benchmark's configuration, when `--commands` is given.
+    pub fn commands_config(&self) -> anyhow::Result<Option<crate::commands::CommandsConfig>> {
+        let Some(commands) = self.commands else {
+            return Ok(None);
+        };
+        let enrol_token = token(&self.enrol_token, &self.enrol_token_file)?
+            .context("--commands needs --enrol-token or --enrol-token-file")?;
+        let admin_token = token(&self.admin_token, &self.admin_token_file)?
+            .context("--commands needs --admin-token or --admin-token-file")?;
+        Ok(Some(crate::commands::CommandsConfig {
+            server: self.server.clone(),
+            tenant_id: self.tenant_id.clone(),
+            enrol_token: Token::new(enrol_token),
+            admin_token: Token::new(admin_token),
+            agents: self.agents,
+            commands,
+            per_command: self.per_command,
+            concurrency: self.concurrency.max(1),
+            timeout: self.timeout,
+            seed: self.seed,
+            progress: !self.quiet,
+        }))
+    }
+
     /// The run's configuration; reads the token file.
     pub fn config(&self) -> anyhow::Result<LoadConfig> {
         let enrol_token = match (&self.enrol_token, &self.enrol_token_file) {

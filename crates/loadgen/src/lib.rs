@@ -10,8 +10,10 @@
 //! - [`fleet`]: identities and the enrolments file.
 //! - [`driver`]: enrolment, then the load, over one connection pool.
 //! - [`stats`], [`procfs`]: what is measured and how it is printed.
+//! - [`commands`]: the commands benchmark (`--commands N`): queue, lease, complete, check.
 
 pub mod cli;
+pub mod commands;
 pub mod driver;
 pub mod fleet;
 pub mod payload;

@@ -21,6 +21,23 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<bool> {
+    if let Some(config) = args.commands_config()? {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let report = runtime.block_on(muster_loadgen::commands::run(&config))?;
+        let json = serde_json::to_string_pretty(&report)?;
+        if let Some(path) = &args.output {
+            std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+        }
+        if args.json {
+            println!("{json}");
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(report.clean());
+    }
     let config = args.config()?;
     let template = match &args.template {
         Some(path) => Template::load(path)?,

@@ -37,6 +37,8 @@ pub async fn create_tenant(store: &Store, name: &str) -> Result<CreatedTenant, S
             ],
         )
         .await?;
+    // The key that signs the tenant's commands, made now so agents enrolling get it pinned.
+    crate::commands::tenant_key(store, &tenant.id).await?;
     Ok(CreatedTenant {
         tenant,
         enrol_token,

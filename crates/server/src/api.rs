@@ -1,25 +1,35 @@
 //! The agents' API: the seed's paths under `/api`, requests and answers from
 //! `muster_proto::api`.
 
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use jiff::Timestamp;
 use muster_proto::DaemonReport;
 use muster_proto::api::{
-    Heartbeat, HeartbeatResponse, InventoryAck, InventoryUpload, MetricsAck, MetricsReport,
-    PendingCommands, RegisterRequest, RegisterResponse,
+    CommandStatusUpdate, Heartbeat, HeartbeatResponse, InventoryAck, InventoryUpload, Lock,
+    LockRequest, LockScope, MetricsAck, MetricsReport, PendingCommands, RegisterRequest,
+    RegisterResponse,
 };
 use muster_proto::inventory::inventory_hash;
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::commands::{TargetState, state_name, wire_command};
 use crate::error::ApiError;
-use crate::extract::{AgentCaller, ApiJson, EnrolCaller};
+use crate::extract::{AgentCaller, ApiJson, ApiPath, ApiQuery, EnrolCaller};
 use crate::ingest;
+use crate::store::commands::{
+    LockOutcome, LockRecord, MAX_LEASE_BATCH, StatusChange, StatusOutcome,
+};
 use crate::store::{
     AgentRegistration, HeartbeatRow, Ingested, MetricsRow, NOT_HELD, NewInventory, ReportKind,
     ReportMeta, StoreError,
@@ -41,6 +51,12 @@ pub fn router() -> Router<AppState> {
             &format!("/{}", paths::COMMANDS_PENDING),
             get(commands_pending),
         )
+        .route(
+            &format!("/{}", paths::COMMANDS_STATUS),
+            post(commands_status),
+        )
+        .route(&format!("/{}", paths::LOCKS_CREATE), post(locks_create))
+        .route(&format!("/{}/{{id}}", paths::LOCKS), delete(locks_delete))
 }
 
 fn now() -> Timestamp {
@@ -155,10 +171,11 @@ pub async fn register(
         state.agent_tokens.clear();
     }
     info!(tenant_id = %caller.tenant_id, agent_id = %agent_id, created, "agent registered");
+    let key = crate::commands::tenant_key(&state.store, &caller.tenant_id).await?;
     Ok(Json(RegisterResponse {
         agent_id,
         agent_token: token.expose().to_owned(),
-        command_signing_key: None,
+        command_signing_key: Some(key.public_key),
     }))
 }
 
@@ -181,19 +198,25 @@ pub async fn heartbeat(
     check_agent(&caller, &heartbeat.agent_id)?;
     check_len("agent_version", Some(&heartbeat.agent_version))?;
     let health = serde_json::to_string(&heartbeat.health).expect("health always serializes");
-    state
-        .heartbeats
-        .record(HeartbeatRow {
-            tenant_id: caller.tenant_id,
-            agent_id: caller.agent_id,
-            seen_at: now().as_second(),
-            agent_version: heartbeat.agent_version,
-            health,
-            interval_s: heartbeat.heartbeat_interval_s.map(clamp_interval),
-        })
-        .await?;
+    let row = HeartbeatRow {
+        tenant_id: caller.tenant_id.clone(),
+        agent_id: caller.agent_id.clone(),
+        seen_at: now().as_second(),
+        agent_version: heartbeat.agent_version,
+        health,
+        interval_s: heartbeat.heartbeat_interval_s.map(clamp_interval),
+    };
+    // The write and the count do not depend on each other: both at once.
+    let (written, pending) = tokio::join!(
+        state.heartbeats.record(row),
+        state
+            .store
+            .pending_command_count(&caller.tenant_id, &caller.agent_id, now().as_second()),
+    );
+    written?;
+    let pending = pending?;
     Ok(Json(HeartbeatResponse {
-        pending_commands: 0,
+        pending_commands: u32::try_from(pending).unwrap_or(u32::MAX),
         server_time: now(),
     }))
 }
@@ -204,20 +227,353 @@ fn clamp_interval(seconds: u64) -> i64 {
     i64::try_from(seconds.clamp(1, 86_400)).unwrap_or(86_400)
 }
 
-/// Commands arrive with the commands issue; until then there are never any.
+/// The longest long poll, seconds; a larger `wait_s` is clamped to it.
+pub const MAX_WAIT_S: u64 = 60;
+/// Longest `reason` of a status report, bytes.
+const MAX_REASON_LEN: usize = 4096;
+/// Longest lock resource name, bytes.
+const MAX_RESOURCE_LEN: usize = 255;
+/// Longest lock TTL: a day.
+const MAX_LOCK_TTL_S: u64 = 86_400;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PendingParams {
+    /// Seconds to hold the request when there is nothing to answer, 0 to 60 (larger is
+    /// clamped); 0 by default. The answer comes as soon as a command or a cancellation for
+    /// the agent appears.
+    wait_s: Option<u64>,
+}
+
+/// Leases the agent's due commands (each signed for it with the tenant's key) and lists the
+/// cancellations of commands it holds. A leased command not acknowledged (`received`) within
+/// the lease goes back to pending and is delivered again.
 #[utoipa::path(
     get, path = "/api/commands/pending", tag = "agents",
+    params(PendingParams),
     responses(
-        (status = 200, description = "Commands now leased to the agent", body = PendingCommands),
+        (status = 200, description = "Commands now leased to the agent, and cancellations", body = PendingCommands),
+        (status = 400, description = "A malformed query string", body = muster_proto::api::ApiError),
         (status = 401, description = "No valid agent token", body = muster_proto::api::ApiError),
     ),
     security(("bearer" = []))
 )]
-pub async fn commands_pending(_caller: AgentCaller) -> Json<PendingCommands> {
-    Json(PendingCommands {
-        commands: Vec::new(),
-        cancel: Vec::new(),
+pub async fn commands_pending(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    ApiQuery(params): ApiQuery<PendingParams>,
+) -> Result<Json<PendingCommands>, ApiError> {
+    let wait = Duration::from_secs(params.wait_s.unwrap_or(0).min(MAX_WAIT_S));
+    if wait.is_zero() {
+        return lease(&state, &caller).await.map(Json);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let waiters = &state.commands.waiters;
+    let notify = waiters.register(&caller.agent_id);
+    let answer = loop {
+        // Listening before looking: a nudge between the look and the wait is not lost.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let answer = match lease(&state, &caller).await {
+            Ok(answer) => answer,
+            Err(e) => break Err(e),
+        };
+        if !answer.commands.is_empty()
+            || !answer.cancel.is_empty()
+            || tokio::time::Instant::now() >= deadline
+        {
+            break Ok(answer);
+        }
+        // Woken or not, look once more: at the deadline that look is the answer.
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    };
+    waiters.release(&caller.agent_id, notify);
+    answer.map(Json)
+}
+
+async fn lease(state: &AppState, caller: &AgentCaller) -> Result<PendingCommands, ApiError> {
+    let at = now();
+    // The store keeps whole seconds: the lease's end is rounded up, so it lasts at least the
+    // configured time.
+    let lease_ms = i64::try_from(state.limits.command_lease.as_millis()).unwrap_or(60_000);
+    let lease_until = (at.as_millisecond().saturating_add(lease_ms) + 999).div_euclid(1000);
+    let leased = state
+        .store
+        .lease_commands(
+            &caller.tenant_id,
+            &caller.agent_id,
+            at.as_second(),
+            lease_until,
+            MAX_LEASE_BATCH,
+        )
+        .await?;
+    let mut commands = Vec::with_capacity(leased.commands.len());
+    if !leased.commands.is_empty() {
+        let signer = state
+            .commands
+            .signer(&state.store, &caller.tenant_id)
+            .await?;
+        for record in &leased.commands {
+            let mut command = wire_command(record)?;
+            signer.sign(&mut command, &caller.agent_id);
+            commands.push(command);
+        }
+        info!(
+            tenant_id = %caller.tenant_id,
+            agent_id = %caller.agent_id,
+            commands = commands.len(),
+            "commands leased"
+        );
+    }
+    Ok(PendingCommands {
+        commands,
+        cancel: leased.cancel,
     })
+}
+
+/// Wakes this process's long polls when any replica announces new commands or cancellations
+/// (PostgreSQL `LISTEN`); on SQLite there is one server and nothing to relay. A lost
+/// connection is re-made after a pause (not at once, as `PgListener::recv` would: a database
+/// being dropped must not see it come straight back).
+pub async fn relay_nudges(state: AppState) {
+    loop {
+        let mut listener = match state.store.command_listener().await {
+            Ok(Some(listener)) => listener,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "listening for command announcements failed; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    for agent_id in notification.payload().split(',') {
+                        state.commands.waiters.nudge(agent_id);
+                    }
+                }
+                Ok(None) => {
+                    warn!("the command announcements' connection was lost; re-listening");
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "the command announcements' connection failed; re-listening");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Wakes the agents' long polls here and, through the database, on every replica.
+pub async fn nudge(state: &AppState, agent_ids: &[String]) {
+    for agent_id in agent_ids {
+        state.commands.waiters.nudge(agent_id);
+    }
+    if let Err(e) = state.store.announce_commands(agent_ids).await {
+        // The agents still hear at their next heartbeat.
+        warn!(error = %e, "announcing commands to the other replicas failed");
+    }
+}
+
+fn timestamp_seconds(t: Option<Timestamp>) -> Option<i64> {
+    t.map(|t| t.as_second())
+}
+
+/// One step of a command's life, with its result at the end. Legal moves: leased → any agent
+/// state; received → deferred | running | any terminal; deferred → deferred | running | any
+/// terminal; running → succeeded | failed | timed_out | cancelled. A repeat of the current
+/// state is 204 and changes nothing; anything else, and any change of a terminal state, is 409.
+#[utoipa::path(
+    post, path = "/api/commands/status", tag = "agents",
+    request_body = CommandStatusUpdate,
+    responses(
+        (status = 204, description = "Recorded (or a repeat, ignored)"),
+        (status = 401, description = "No valid agent token", body = muster_proto::api::ApiError),
+        (status = 404, description = "No such command for this agent", body = muster_proto::api::ApiError),
+        (status = 409, description = "Not a legal move from the command's state", body = muster_proto::api::ApiError),
+        (status = 422, description = "A bad field", body = muster_proto::api::ApiError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn commands_status(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    ApiJson(update): ApiJson<CommandStatusUpdate>,
+) -> Result<StatusCode, ApiError> {
+    if update
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REASON_LEN)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "`reason` is longer than {MAX_REASON_LEN} bytes"
+        )));
+    }
+    let change = StatusChange {
+        state: state_name(update.status).to_owned(),
+        reason: update.reason,
+        exit_code: update.exit_code,
+        stdout: update.stdout,
+        stderr: update.stderr,
+        stdout_truncated: update.stdout_truncated,
+        stderr_truncated: update.stderr_truncated,
+        started_at: timestamp_seconds(update.started_at),
+        finished_at: timestamp_seconds(update.finished_at),
+    };
+    let outcome = state
+        .store
+        .update_command_status(
+            &caller.tenant_id,
+            &caller.agent_id,
+            update.command_id,
+            &change,
+            now().as_second(),
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => ApiError::NotFound("no such command for this agent".into()),
+            other => other.into(),
+        })?;
+    match outcome {
+        StatusOutcome::Applied | StatusOutcome::Repeated => {
+            if outcome == StatusOutcome::Applied {
+                info!(
+                    agent_id = %caller.agent_id,
+                    command_id = update.command_id,
+                    state = %change.state,
+                    "command status"
+                );
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+        StatusOutcome::Illegal { from } => {
+            let terminal = TargetState::parse(from).is_some_and(TargetState::is_terminal);
+            Err(ApiError::Conflict(if terminal {
+                format!(
+                    "command {} has ended (`{from}`); its state cannot change",
+                    update.command_id
+                )
+            } else {
+                format!(
+                    "command {} is `{from}`; it cannot become `{}`",
+                    update.command_id, change.state
+                )
+            }))
+        }
+    }
+}
+
+fn lock_view(lock: LockRecord) -> Lock {
+    Lock {
+        id: lock.id,
+        resource: lock.resource,
+        scope: if lock.scope_key == "tenant" {
+            LockScope::Tenant
+        } else {
+            LockScope::Agent
+        },
+        holder_agent_id: lock.holder_agent_id,
+        command_id: lock.command_id,
+        expires_at: Timestamp::from_second(lock.expires_at).unwrap_or(Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// Takes a named lock for `ttl_s` seconds: scope `agent` is this machine's lock, `tenant` one
+/// holder across the tenant's fleet. The same agent and command asking again renew it; another
+/// holder's unexpired lock is 409, naming the holder.
+#[utoipa::path(
+    post, path = "/api/locks/create", tag = "agents",
+    request_body = LockRequest,
+    responses(
+        (status = 201, description = "The lock, held (or renewed)", body = Lock),
+        (status = 401, description = "No valid agent token", body = muster_proto::api::ApiError),
+        (status = 409, description = "Another holder has it", body = muster_proto::api::ApiError),
+        (status = 422, description = "A bad resource or TTL", body = muster_proto::api::ApiError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn locks_create(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    ApiJson(request): ApiJson<LockRequest>,
+) -> Result<(StatusCode, Json<Lock>), ApiError> {
+    let resource = request.resource.trim();
+    if resource.is_empty() || resource.len() > MAX_RESOURCE_LEN {
+        return Err(ApiError::Unprocessable(format!(
+            "`resource` must be 1 to {MAX_RESOURCE_LEN} bytes"
+        )));
+    }
+    if !(1..=MAX_LOCK_TTL_S).contains(&request.ttl_s) {
+        return Err(ApiError::Unprocessable(format!(
+            "`ttl_s` must be from 1 to {MAX_LOCK_TTL_S}"
+        )));
+    }
+    let scope_key = match request.scope {
+        LockScope::Tenant => "tenant".to_owned(),
+        LockScope::Agent => format!("agent:{}", caller.agent_id),
+    };
+    let at = now();
+    // Whole seconds, rounded up: the lock lasts at least its TTL.
+    let ttl_ms = i64::try_from(request.ttl_s)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let expires_at = (at.as_millisecond().saturating_add(ttl_ms) + 999).div_euclid(1000);
+    let outcome = state
+        .store
+        .create_lock(
+            &caller.tenant_id,
+            &scope_key,
+            resource,
+            &caller.agent_id,
+            request.command_id,
+            expires_at,
+            at.as_second(),
+        )
+        .await?;
+    match outcome {
+        LockOutcome::Held(lock) => Ok((StatusCode::CREATED, Json(lock_view(lock)))),
+        LockOutcome::Taken(lock) => {
+            let held = lock_view(lock);
+            let command = held
+                .command_id
+                .map_or_else(|| "no command".to_owned(), |id| format!("command {id}"));
+            Err(ApiError::Conflict(format!(
+                "the lock `{}` is held by agent {} for {command} until {}",
+                held.resource, held.holder_agent_id, held.expires_at
+            )))
+        }
+    }
+}
+
+/// Releases a lock this agent holds; any other (or an unknown id) is 404.
+#[utoipa::path(
+    delete, path = "/api/locks/{id}", tag = "agents",
+    params(("id" = String, Path, description = "The lock's id")),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 401, description = "No valid agent token", body = muster_proto::api::ApiError),
+        (status = 404, description = "This agent holds no lock of that id", body = muster_proto::api::ApiError),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn locks_delete(
+    State(state): State<AppState>,
+    caller: AgentCaller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .store
+        .delete_lock(&caller.tenant_id, &caller.agent_id, &id)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("this agent holds no such lock".into()))
+    }
 }
 
 /// `POST /api/system/report`: an [`InventoryUpload`] (`mode`), a bare [`DaemonReport`]

@@ -165,6 +165,12 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the public key (ed25519, base64) that verifies the tenant's commands, for the
+    /// agents' `[security] command_signing_key`. Made on first need.
+    SigningKey {
+        /// The tenant's id or name.
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +273,21 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        AdminCommand::Tenant(TenantCommand::SigningKey { tenant }) => {
+            match crate::admin::find_tenant(&store, &tenant)
+                .await
+                .context("looking the tenant up")?
+            {
+                Some(found) => {
+                    let key = crate::commands::tenant_key(&store, &found.id)
+                        .await
+                        .context("reading the tenant's signing key")?;
+                    println!("{}", key.public_key);
+                    Ok(())
+                }
+                None => Err(anyhow::anyhow!("no tenant has the id or name `{tenant}`")),
+            }
         }
         AdminCommand::Token(command) => token_command(&store, command).await,
     };

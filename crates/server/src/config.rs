@@ -51,6 +51,13 @@ pub struct Limits {
     /// How long an agent token found live is trusted without the database (`token_cache.rs`);
     /// zero looks every request's token up.
     pub token_cache: Duration,
+    /// How long an agent has to acknowledge a leased command (`received`) before it goes
+    /// back to pending and is delivered again.
+    pub command_lease: Duration,
+    /// Time between two runs of the commands' jobs (run-out leases, expiries, locks).
+    pub command_sweep_interval: Duration,
+    /// Most agents one command may be sent to.
+    pub max_command_targets: u32,
 }
 
 impl Default for Limits {
@@ -62,6 +69,9 @@ impl Default for Limits {
             alert_thresholds: Thresholds::default(),
             session_lifetime: Duration::from_secs(12 * 60 * 60),
             token_cache: Duration::from_secs(DEFAULT_TOKEN_CACHE_S),
+            command_lease: Duration::from_secs(60),
+            command_sweep_interval: Duration::from_secs(30),
+            max_command_targets: 10_000,
         }
     }
 }
@@ -123,6 +133,15 @@ struct FileConfig {
     retention: RetentionSection,
     alerts: AlertsSection,
     dashboard: DashboardSection,
+    commands: CommandsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CommandsSection {
+    lease_s: Option<u64>,
+    sweep_interval_s: Option<u64>,
+    max_targets: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +279,30 @@ impl ServerConfig {
             }
             config.limits.session_lifetime = Duration::from_secs(u64::from(hours) * 60 * 60);
         }
+        if let Some(s) = file.commands.lease_s {
+            if !(1..=3600).contains(&s) {
+                return Err(format!(
+                    "[commands] lease_s: must be from 1 to 3600 seconds, got {s}"
+                ));
+            }
+            config.limits.command_lease = Duration::from_secs(s);
+        }
+        if let Some(s) = file.commands.sweep_interval_s {
+            if !(1..=3600).contains(&s) {
+                return Err(format!(
+                    "[commands] sweep_interval_s: must be from 1 to 3600 seconds, got {s}"
+                ));
+            }
+            config.limits.command_sweep_interval = Duration::from_secs(s);
+        }
+        if let Some(n) = file.commands.max_targets {
+            if !(1..=100_000).contains(&n) {
+                return Err(format!(
+                    "[commands] max_targets: must be from 1 to 100000, got {n}"
+                ));
+            }
+            config.limits.max_command_targets = n;
+        }
         for (key, value, slot) in [
             (
                 "cpu_threshold",
@@ -321,6 +364,10 @@ mod tests {
             disk_threshold = 99
             [dashboard]
             session_hours = 2
+            [commands]
+            lease_s = 30
+            sweep_interval_s = 5
+            max_targets = 500
             [retention]
             metrics_days = 7
             reports_days = 2
@@ -345,6 +392,9 @@ mod tests {
         assert_eq!(config.limits.alert_thresholds.cpu, 95.0);
         assert_eq!(config.limits.alert_thresholds.memory, 85.5);
         assert_eq!(config.limits.alert_thresholds.disk, 99.0);
+        assert_eq!(config.limits.command_lease, Duration::from_secs(30));
+        assert_eq!(config.limits.command_sweep_interval, Duration::from_secs(5));
+        assert_eq!(config.limits.max_command_targets, 500);
     }
 
     #[test]
@@ -360,6 +410,12 @@ mod tests {
             ("[retention]\ninterval_s = 1", "[retention] interval_s"),
             ("[alerts]\ndisk_threshold = 101", "[alerts] disk_threshold"),
             ("[server]\ndatabase_url = \" \"", "[server] database_url"),
+            ("[commands]\nlease_s = 0", "[commands] lease_s"),
+            (
+                "[commands]\nsweep_interval_s = 0",
+                "[commands] sweep_interval_s",
+            ),
+            ("[commands]\nmax_targets = 0", "[commands] max_targets"),
         ] {
             let error = ServerConfig::parse(text).unwrap_err();
             assert!(error.contains(expected), "{text:?}: {error}");

@@ -66,7 +66,10 @@ pub async fn run(
         let _ = server_stopped.await;
     }));
 
-    let agent_config = write_agent_config(&data_dir, address, &tokens)?;
+    let signing_key = crate::commands::tenant_key(&store, &tokens.tenant_id)
+        .await
+        .context("reading the demo tenant's command signing key")?;
+    let agent_config = write_agent_config(&data_dir, address, &tokens, &signing_key.public_key)?;
     let mut agent = start_agent(args.agent_binary.as_deref(), &agent_config)?;
     let dashboard = format!("http://{address}/");
     println!();
@@ -79,6 +82,9 @@ pub async fn run(
         "  agent:        pid {}, reporting this machine every {DEMO_INTERVAL_S} s",
         agent.id().unwrap_or_default()
     );
+    println!("  commands:     this machine's agent runs `exec`, `script` and `builtin` commands");
+    println!("                (you are on this machine; a real agent allows only `builtin` unless");
+    println!("                its [security] allowed_command_types says otherwise)");
     println!("  data:         {}", data_dir.display());
     println!("Ctrl-C stops both.");
     println!();
@@ -163,11 +169,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The agent's configuration for the demo: this server, the demo tenant, short intervals and
-/// no splay, its state beside the database.
+/// no splay, its state beside the database; `exec` and `script` commands allowed (the operator
+/// is on this machine) and the tenant's signing key pinned.
 fn write_agent_config(
     data_dir: &Path,
     address: SocketAddr,
     tokens: &DemoTokens,
+    signing_key: &str,
 ) -> anyhow::Result<PathBuf> {
     let dir = data_dir.join("agent");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -185,9 +193,14 @@ fn write_agent_config(
          [api]\n\
          base_url = \"http://{address}/api\"\n\
          tenant_id = {tenant}\n\
-         auth_token = {token}\n",
+         auth_token = {token}\n\
+         \n\
+         [security]\n\
+         allowed_command_types = [\"builtin\", \"exec\", \"script\"]\n\
+         command_signing_key = {key}\n",
         tenant = toml_string(&tokens.tenant_id),
         token = toml_string(&tokens.enrolment_token),
+        key = toml_string(signing_key),
     );
     let path = dir.join("agent.toml");
     write_private(&path, text.as_bytes())?;

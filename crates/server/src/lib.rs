@@ -8,6 +8,8 @@ pub mod admin;
 pub mod admin_api;
 pub mod api;
 pub mod cli;
+pub mod commands;
+pub mod commands_api;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub heartbeats: HeartbeatWriter,
     /// Agent tokens recently found live.
     pub agent_tokens: Arc<TokenCache>,
+    /// The commands' long-poll waiters and tenants' signers.
+    pub commands: Arc<commands::CommandHub>,
 }
 
 impl AppState {
@@ -65,6 +69,7 @@ impl AppState {
             ops,
             heartbeats,
             agent_tokens,
+            commands: Arc::default(),
         }
     }
 }
@@ -83,7 +88,10 @@ pub enum ServerError {
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     let mut router = Router::new()
         .route("/api/openapi.json", get(openapi::serve))
-        .nest("/api/admin", admin_api::router())
+        .nest(
+            "/api/admin",
+            admin_api::router().merge(commands_api::router()),
+        )
         .nest("/api", api::router())
         .merge(dashboard::router_with(dashboard::DashboardConfig {
             session_lifetime: state.limits.session_lifetime,
@@ -141,6 +149,7 @@ pub async fn run_with_metrics(
         "listening"
     );
     let housekeeping = tokio::spawn(ops::housekeeping(state.clone(), config.retention));
+    let nudges = tokio::spawn(api::relay_nudges(state.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = match metrics_listener {
         Some(metrics_listener) => {
@@ -165,8 +174,10 @@ pub async fn run_with_metrics(
         let _ = metrics_server.await;
     }
     housekeeping.abort();
-    // Wait for it to be gone, so it never runs against a closed pool.
+    nudges.abort();
+    // Wait for them to be gone, so they never run against a closed pool.
     let _ = housekeeping.await;
+    let _ = nudges.await;
     store.close().await;
     info!("stopped");
     served?;

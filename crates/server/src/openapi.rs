@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin_api, api};
+use crate::{admin_api, api, commands_api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,9 @@ use crate::{admin_api, api};
         api::system_report,
         api::metrics_report,
         api::commands_pending,
+        api::commands_status,
+        api::locks_create,
+        api::locks_delete,
         admin_api::list_agents,
         admin_api::get_agent,
         admin_api::agent_inventory,
@@ -36,6 +39,10 @@ use crate::{admin_api, api};
         admin_api::list_tokens,
         admin_api::create_token,
         admin_api::revoke_token,
+        commands_api::create_command,
+        commands_api::list_commands,
+        commands_api::get_command,
+        commands_api::cancel_command,
     ),
     components(schemas(muster_proto::api::ApiError, muster_proto::api::ErrorBody)),
     modifiers(&BearerScheme),

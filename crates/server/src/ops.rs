@@ -226,24 +226,50 @@ pub async fn housekeeping(state: AppState, retention: Retention) {
         retention.interval,
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The commands' jobs run more often: a lease or a lock lasts seconds to minutes.
+    let sweep_every = state.limits.command_sweep_interval;
+    let mut sweep =
+        tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        state.ops.shrink();
-        let now = jiff::Timestamp::now().as_second();
-        match state.store.delete_expired_sessions(now).await {
-            Ok(n) if n > 0 => debug!(sessions = n, "expired dashboard sessions deleted"),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "deleting expired sessions failed"),
+        tokio::select! {
+            _ = tick.tick() => clean_up(&state, retention).await,
+            _ = sweep.tick() => sweep_commands(&state.store, jiff::Timestamp::now().as_second()).await,
         }
-        match purge(&state.store, retention, now).await {
-            Ok(purged) if purged.metrics + purged.reports > 0 => info!(
-                metrics = purged.metrics,
-                reports = purged.reports,
-                "retention: old data deleted"
-            ),
-            Ok(_) => debug!("retention: nothing to delete"),
-            Err(e) => warn!(error = %e, "retention: clean-up failed; retrying next time"),
-        }
+    }
+}
+
+async fn clean_up(state: &AppState, retention: Retention) {
+    state.ops.shrink();
+    let now = jiff::Timestamp::now().as_second();
+    match state.store.delete_expired_sessions(now).await {
+        Ok(n) if n > 0 => debug!(sessions = n, "expired dashboard sessions deleted"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "deleting expired sessions failed"),
+    }
+    match purge(&state.store, retention, now).await {
+        Ok(purged) if purged.metrics + purged.reports > 0 => info!(
+            metrics = purged.metrics,
+            reports = purged.reports,
+            "retention: old data deleted"
+        ),
+        Ok(_) => debug!("retention: nothing to delete"),
+        Err(e) => warn!(error = %e, "retention: clean-up failed; retrying next time"),
+    }
+}
+
+/// The commands' jobs at `now`: leases that ran out go back to pending (cancelled, if that
+/// was asked), undelivered commands past their expiry become `expired`, expired locks go.
+pub async fn sweep_commands(store: &Store, now: i64) {
+    match store.sweep_commands(now).await {
+        Ok(swept) if swept.returned + swept.expired + swept.locks > 0 => info!(
+            returned = swept.returned,
+            expired = swept.expired,
+            locks = swept.locks,
+            "commands: leases returned, expiries and locks swept"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "commands: the sweep failed; retrying next time"),
     }
 }
 

@@ -11,6 +11,7 @@
 //! fails) says "unavailable" and is logged; the rest of the page still renders.
 
 pub mod chart;
+pub mod commands;
 pub mod format;
 pub mod session;
 pub mod view;
@@ -85,6 +86,14 @@ pub fn router_with(config: DashboardConfig) -> Router<AppState> {
         .route("/", get(fleet))
         .route("/agents/{id}", get(agent))
         .route("/software", get(software))
+        .route(
+            "/commands",
+            get(commands::list)
+                .post(commands::create)
+                .layer(DefaultBodyLimit::max(commands::COMMAND_FORM_BYTES)),
+        )
+        .route("/commands/{id}", get(commands::show))
+        .route("/commands/{id}/cancel", post(commands::cancel))
         .route("/login", get(login_page).post(login))
         // A logout link followed (rather than the form posted) changes nothing.
         .route("/logout", post(logout).get(|| async { Redirect::to("/") }))
@@ -240,7 +249,7 @@ fn now() -> i64 {
 pub struct Nav {
     pub logged_in: bool,
     pub form_token: String,
-    /// Which item is the current page: `fleet`, `software`.
+    /// Which item is the current page: `fleet`, `software`, `commands`.
     pub current: &'static str,
 }
 
@@ -569,6 +578,9 @@ struct AgentPageView {
     procs: &'static str,
     /// This page's path, and the links that re-order its processes.
     packages_action: String,
+    /// The command form's target, and the list of the agent's commands.
+    form_agent: Option<String>,
+    commands_href: String,
     cpu_href: String,
     memory_href: String,
 }
@@ -747,6 +759,8 @@ async fn agent(
         cpu_href: with_procs(""),
         memory_href: with_procs("memory"),
         packages_action: path.clone(),
+        form_agent: Some(id.clone()),
+        commands_href: format!("/commands?agent_id={id}"),
         hostname: agent.hostname,
         registered,
         online,

@@ -250,6 +250,7 @@ macro_rules! on_backend {
 }
 
 pub mod admin;
+pub mod commands;
 pub mod dashboard;
 pub mod inventory;
 pub mod ops;

@@ -24,6 +24,10 @@ type Pool = PgPool;
 type Db = sqlx::Postgres;
 type Conn = sqlx::PgConnection;
 
+/// How leasing picks its rows: a row another replica's transaction is leasing is skipped,
+/// not waited for.
+const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+
 /// Connections in the pool.
 const MAX_CONNECTIONS: u32 = 16;
 
@@ -63,5 +67,33 @@ async fn create_sequences(pool: &PgPool) -> Result<(), StoreError> {
         .await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// `NOTIFY`s the agents' ids on the commands channel, as many per notification as fit well
+/// under PostgreSQL's 8000-byte payload limit.
+pub(super) async fn announce(pool: &PgPool, agent_ids: &[String]) -> Result<(), StoreError> {
+    const MAX_PAYLOAD: usize = 7000;
+    let mut payload = String::new();
+    let mut batches = Vec::new();
+    for id in agent_ids {
+        if !payload.is_empty() && payload.len() + id.len() + 1 > MAX_PAYLOAD {
+            batches.push(std::mem::take(&mut payload));
+        }
+        if !payload.is_empty() {
+            payload.push(',');
+        }
+        payload.push_str(id);
+    }
+    if !payload.is_empty() {
+        batches.push(payload);
+    }
+    for batch in batches {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::commands::NUDGE_CHANNEL)
+            .bind(batch)
+            .execute(pool)
+            .await?;
+    }
     Ok(())
 }

@@ -29,6 +29,9 @@ type Pool = SqlitePool;
 type Db = sqlx::Sqlite;
 type Conn = sqlx::SqliteConnection;
 
+/// How leasing picks its rows: SQLite has one writer, so the plain select is exclusive.
+const SKIP_LOCKED: &str = "";
+
 /// Reading connections. SQLite has one writer at a time; readers run beside it (WAL).
 const READERS: u32 = 8;
 

@@ -855,3 +855,174 @@ async fn the_agent_page_renders_as_before() {
         insta::assert_snapshot!("agent_page", redacted.join("\n"));
     }
 }
+
+/// From an agent's page a command is sent (form token, same origin), its page shows each
+/// agent's state and output, and the cancel button cancels it; the list form targets a filter.
+#[tokio::test]
+async fn commands_are_sent_shown_and_cancelled_from_the_dashboard() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let (web, web_token) = agent(&server, &tenant, "web-1", 1).await;
+        let (db, _) = agent(&server, &tenant, "db-1", 2).await;
+        let cookie = login(&server, tenant.admin_token.expose()).await;
+        let page = get(&server, &format!("/agents/{web}"), Some(&cookie)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        page.assert_contains(&format!(
+            "<input type=\"hidden\" name=\"agent_id\" value=\"{web}\">"
+        ));
+        let form_token = page.form_token();
+        let origin = [("origin", server.base.as_str())];
+        let fields = |token: &str| {
+            vec![
+                ("form_token", token.to_owned()),
+                ("agent_id", web.clone()),
+                ("kind", "script".to_owned()),
+                ("command", "echo <hi>\r\nuname".to_owned()),
+                ("interpreter", "sh".to_owned()),
+                ("priority", "2".to_owned()),
+                ("timeout_s", "30".to_owned()),
+                ("locks", "apt, tenant:reboot".to_owned()),
+            ]
+        };
+        let post = |fields: Vec<(&'static str, String)>,
+                    headers: &'static [(&'static str, &'static str)]| {
+            let server = &server;
+            let cookie = cookie.clone();
+            async move {
+                let refs: Vec<(&str, &str)> =
+                    fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                post_form(server, "/commands", Some(&cookie), &refs, headers).await
+            }
+        };
+        // A stale token, or another site, is refused; nothing is created.
+        let refused = post(fields(&"0".repeat(64)), &[]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        let refused = post(fields(&form_token), &[("origin", "https://evil.example")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            server
+                .get("/api/admin/commands", tenant.admin_token.expose())
+                .await
+                .1["total"],
+            0
+        );
+
+        let refs: Vec<(&str, String)> = fields(&form_token);
+        let refs: Vec<(&str, &str)> = refs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let created = post_form(&server, "/commands", Some(&cookie), &refs, &origin).await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+        let location = created.location().unwrap().to_owned();
+        let id: i64 = location.trim_start_matches("/commands/").parse().unwrap();
+        let command = server
+            .get(
+                &location.replace("/commands", "/api/admin/commands"),
+                tenant.admin_token.expose(),
+            )
+            .await
+            .1;
+        assert_eq!(command["command"], "echo <hi>\nuname");
+        assert_eq!(command["parameters"], json!({"interpreter": "sh"}));
+        assert_eq!(command["priority"], 2);
+        assert_eq!(command["locks"], json!(["apt", "tenant:reboot"]));
+        assert_eq!(command["target_count"], 1);
+
+        // The agent runs it; its page shows the output, escaped.
+        let (_, leased) = server.get("/api/commands/pending", &web_token).await;
+        assert_eq!(leased["commands"][0]["id"], id);
+        for step in [
+            json!({"command_id": id, "status": "running", "started_at": "2026-01-01T00:00:00Z"}),
+            json!({"command_id": id, "status": "failed", "exit_code": 3, "stdout": "<b>out</b>",
+                "stderr": "bad", "stderr_truncated": true, "finished_at": "2026-01-01T00:00:04Z"}),
+        ] {
+            let (code, _) = server.post("/api/commands/status", &web_token, &step).await;
+            assert_eq!(code, StatusCode::NO_CONTENT);
+        }
+        let page = get(&server, &location, Some(&cookie)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        page.assert_contains("web-1");
+        page.assert_contains("&#60;b&#62;out&#60;/b&#62;");
+        page.assert_lacks("<b>out</b>");
+        page.assert_contains("echo &#60;hi&#62;");
+        page.assert_contains(">failed</span>");
+        page.assert_contains("2026-01-01 00:00:04 UTC");
+        page.assert_contains("4 s");
+        page.assert_contains("stderr (truncated");
+        // Ended everywhere: no cancel button.
+        page.assert_lacks("/cancel");
+
+        // The list's form: every `db-*` agent; then cancelled before delivery.
+        let list = get(&server, "/commands", Some(&cookie)).await;
+        assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+        list.assert_contains(&format!("href=\"/commands/{id}\""));
+        list.assert_contains("1 failed");
+        let created = post_form(
+            &server,
+            "/commands",
+            Some(&cookie),
+            &[
+                ("form_token", &form_token),
+                ("hostname", "db-*"),
+                ("kind", "builtin"),
+                ("command", "scan_now"),
+            ],
+            &origin,
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+        let second = created.location().unwrap().to_owned();
+        let page = get(&server, &second, Some(&cookie)).await;
+        page.assert_contains("db-1");
+        page.assert_contains(&format!("action=\"{second}/cancel\""));
+        let cancel_path = format!("{second}/cancel");
+        let refused = post_form(
+            &server,
+            &cancel_path,
+            Some(&cookie),
+            &[("form_token", "x")],
+            &origin,
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        let cancelled = post_form(
+            &server,
+            &cancel_path,
+            Some(&cookie),
+            &[("form_token", &form_token)],
+            &origin,
+        )
+        .await;
+        assert_eq!(
+            cancelled.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            cancelled.body
+        );
+        let page = get(&server, &second, Some(&cookie)).await;
+        page.assert_contains(">cancelled</span>");
+        page.assert_lacks("/cancel\"");
+        let listed = get(&server, &format!("/commands?agent_id={db}"), Some(&cookie)).await;
+        listed.assert_contains("1 cancelled");
+        listed.assert_lacks(&format!("href=\"/commands/{id}\""));
+
+        // A bad form is a 422 page, and another tenant's command is not found.
+        let bad = post_form(
+            &server,
+            "/commands",
+            Some(&cookie),
+            &[
+                ("form_token", &form_token),
+                ("agent_id", &web),
+                ("kind", "shell"),
+                ("command", "x"),
+            ],
+            &origin,
+        )
+        .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+        let other = server.tenant("other").await;
+        let other_cookie = login(&server, other.admin_token.expose()).await;
+        let page = get(&server, &location, Some(&other_cookie)).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND);
+    }
+}

@@ -117,6 +117,11 @@ async fn the_demo_shows_this_machine_and_stops_cleanly_and_runs_again() {
     let dashboard = demo.field("dashboard:");
     let admin_token = demo.field("admin token:");
     let agent_pid: u32 = demo.field("pid").trim_end_matches(',').parse().unwrap();
+    let commands = demo.wait_for("commands:", Duration::from_secs(30));
+    assert!(
+        commands.contains("`exec`") && commands.contains("`script`"),
+        "{commands}"
+    );
     assert!(dashboard.starts_with("http://127.0.0.1:"), "{dashboard}");
     assert!(admin_token.starts_with("mst_admin_"), "{admin_token}");
     let reported = demo.wait_for("reported its inventory", FIRST_REPORT_TIMEOUT);
@@ -134,6 +139,20 @@ async fn the_demo_shows_this_machine_and_stops_cleanly_and_runs_again() {
         .into_iter()
         .find(|t| t.name == "demo")
         .unwrap();
+    // Its agent may run `exec` and `script`, and pins the tenant's signing key.
+    let agent_config = std::fs::read_to_string(data_dir.join("agent/agent.toml")).unwrap();
+    assert!(
+        agent_config.contains(r#"allowed_command_types = ["builtin", "exec", "script"]"#),
+        "{agent_config}"
+    );
+    let key = muster_server::commands::tenant_key(&store, &tenant.id)
+        .await
+        .unwrap()
+        .public_key;
+    assert!(
+        agent_config.contains(&format!("command_signing_key = \"{key}\"")),
+        "{agent_config}"
+    );
     let agents = store.list_agents(&tenant.id).await.unwrap();
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].hostname, hostname.trim());

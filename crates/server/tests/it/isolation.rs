@@ -262,3 +262,108 @@ async fn admin_software_is_isolated() {
         assert_eq!(hits["hits"][0]["agent_id"], agent_a.as_str());
     }
 }
+
+/// Commands and locks: tenant A's admin token and agents reach nothing of tenant B's, and a
+/// tenant-scoped lock of A does not hold B back.
+#[tokio::test]
+async fn commands_and_locks_are_isolated() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let a = server.tenant("tenant-a").await;
+        let b = server.tenant("tenant-b").await;
+        let (agent_a, token_a) = crate::admin::agent(&server, &a, "host-a", "Linux").await;
+        let (agent_b, token_b) = crate::admin::agent(&server, &b, "host-b", "Linux").await;
+        let admin_a = a.admin_token.expose();
+        let admin_b = b.admin_token.expose();
+
+        // Each tenant signs with its own key.
+        let key = |tenant: &str| {
+            let server = &server;
+            let tenant = tenant.to_owned();
+            async move {
+                muster_server::commands::tenant_key(&server.store, &tenant)
+                    .await
+                    .unwrap()
+                    .public_key
+            }
+        };
+        assert_ne!(key(&a.tenant.id).await, key(&b.tenant.id).await);
+
+        // A cannot send a command to B's agent, by id or by filter.
+        let answer = server
+            .post(
+                "/api/admin/commands",
+                admin_a,
+                &json!({"agent_id": agent_b, "type": "builtin", "command": "scan_now"}),
+            )
+            .await;
+        assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        let answer = server
+            .post(
+                "/api/admin/commands",
+                admin_a,
+                &json!({"filter": {"hostname": "host-*"}, "type": "builtin", "command": "scan_now"}),
+            )
+            .await;
+        assert_eq!(answer.0, StatusCode::CREATED, "{}", answer.1);
+        assert_eq!(answer.1["target_count"], 1);
+        assert_eq!(answer.1["targets"][0]["agent_id"], agent_a.as_str());
+        let id = answer.1["id"].as_i64().unwrap();
+
+        // B sees nothing of it, cannot cancel it, its agent cannot lease or report on it.
+        let (_, list) = server.get("/api/admin/commands", admin_b).await;
+        assert_eq!(list["total"], 0);
+        let path = format!("/api/admin/commands/{id}");
+        assert_error(
+            &server.get(&path, admin_b).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+        assert_error(
+            &server.delete(&path, admin_b).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+        let (_, pending) = server.get("/api/commands/pending", &token_b).await;
+        assert_eq!(pending, json!({"commands": [], "cancel": []}));
+        let (_, pending) = server.get("/api/commands/pending", &token_a).await;
+        assert_eq!(pending["commands"][0]["id"], id);
+        let answer = server
+            .post(
+                "/api/commands/status",
+                &token_b,
+                &json!({"command_id": id, "status": "succeeded"}),
+            )
+            .await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+        // A's command is untouched.
+        let (_, shown) = server.get(&path, admin_a).await;
+        assert_eq!(shown["targets"][0]["state"], "leased");
+
+        // Tenant-scoped locks are per tenant; B cannot release A's.
+        let lock = json!({"resource": "reboot", "ttl_s": 60, "scope": "tenant"});
+        let (code, held) = server.post("/api/locks/create", &token_a, &lock).await;
+        assert_eq!(code, StatusCode::CREATED, "{held}");
+        let (code, other) = server.post("/api/locks/create", &token_b, &lock).await;
+        assert_eq!(code, StatusCode::CREATED, "{other}");
+        let lock_path = format!("/api/locks/{}", held["id"].as_str().unwrap());
+        assert_error(
+            &server.delete(&lock_path, &token_b).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+        assert_error(
+            &server.delete(&lock_path, admin_a).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        );
+        let (code, _) = server.delete(&lock_path, &token_a).await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+
+        // An agent token is not an admin token, and the other way round.
+        let answer = server.get("/api/admin/commands", &token_a).await;
+        assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+        let answer = server.get("/api/commands/pending", admin_a).await;
+        assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+}

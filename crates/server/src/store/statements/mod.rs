@@ -4,11 +4,13 @@
 //! written once, in the dialect both accept (`$n` placeholders, `ON CONFLICT`, `RETURNING`).
 
 mod admin;
+mod commands;
 mod dashboard;
 mod inventory;
 mod ops;
 
 pub(in crate::store) use admin::*;
+pub(in crate::store) use commands::*;
 pub(in crate::store) use dashboard::*;
 pub(in crate::store) use inventory::*;
 pub(in crate::store) use ops::*;
