@@ -209,9 +209,12 @@ pub async fn heartbeat(
     // The write and the count do not depend on each other: both at once.
     let (written, pending) = tokio::join!(
         state.heartbeats.record(row),
-        state
-            .store
-            .pending_command_count(&caller.tenant_id, &caller.agent_id, now().as_second()),
+        state.commands.pending_count(
+            &state.store,
+            &caller.tenant_id,
+            &caller.agent_id,
+            now().as_second()
+        ),
     );
     written?;
     let pending = pending?;

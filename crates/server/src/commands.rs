@@ -240,7 +240,14 @@ impl Waiters {
 pub struct CommandHub {
     pub waiters: Waiters,
     signers: Mutex<HashMap<String, Arc<Signer>>>,
+    /// Per tenant: whether it had a command open, and when that was looked up.
+    open: Mutex<HashMap<String, (bool, std::time::Instant)>>,
 }
+
+/// How long a tenant's "no command open" is trusted before it is looked up again. A command
+/// created on this server is known at once; one created on another replica within this time
+/// (its long polls are woken by the replicas' relay regardless).
+const OPEN_LOOKUP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for CommandHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -251,6 +258,50 @@ impl std::fmt::Debug for CommandHub {
 }
 
 impl CommandHub {
+    /// How many commands the agent could lease now plus the cancellations it holds: the
+    /// heartbeat's `pending_commands`. Most of the time a tenant has no command open at all,
+    /// and a fleet heartbeats thousands of times a second: whether the tenant has one is
+    /// looked up at most once per [`OPEN_LOOKUP_EVERY`], and the agent's own count only when
+    /// it does.
+    pub async fn pending_count(
+        &self,
+        store: &Store,
+        tenant_id: &str,
+        agent_id: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let known = self
+            .open
+            .lock()
+            .expect("the open commands' lock is never poisoned")
+            .get(tenant_id)
+            .filter(|(_, at)| at.elapsed() < OPEN_LOOKUP_EVERY)
+            .map(|(open, _)| *open);
+        let open = match known {
+            Some(open) => open,
+            None => {
+                let open = store.tenant_has_open_commands(tenant_id).await?;
+                self.open
+                    .lock()
+                    .expect("the open commands' lock is never poisoned")
+                    .insert(tenant_id.to_owned(), (open, std::time::Instant::now()));
+                open
+            }
+        };
+        if !open {
+            return Ok(0);
+        }
+        store.pending_command_count(tenant_id, agent_id, now).await
+    }
+
+    /// A command of the tenant was opened (created, or a cancellation asked) on this server.
+    pub fn opened(&self, tenant_id: &str) {
+        self.open
+            .lock()
+            .expect("the open commands' lock is never poisoned")
+            .insert(tenant_id.to_owned(), (true, std::time::Instant::now()));
+    }
+
     /// The tenant's signer, its key made on first need.
     pub async fn signer(&self, store: &Store, tenant_id: &str) -> Result<Arc<Signer>, StoreError> {
         if let Some(signer) = self

@@ -327,6 +327,7 @@ pub async fn create(
         targets = agent_ids.len(),
         "command created"
     );
+    state.commands.opened(tenant_id);
     crate::api::nudge(state, &agent_ids).await;
     Ok(id)
 }
@@ -690,6 +691,7 @@ pub async fn cancel(
         requested = cancelled.requested.len(),
         "command cancelled"
     );
+    state.commands.opened(tenant_id);
     crate::api::nudge(state, &cancelled.requested).await;
     Ok(Some(CancelledCommand {
         cancelled: cancelled.cancelled,

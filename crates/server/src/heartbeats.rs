@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::store::{HeartbeatRow, Store, StoreError};
 
 /// Updates written by one statement at most (6 bound values each).
-const MAX_GROUP: usize = 500;
+const MAX_GROUP: usize = 250;
 /// Heartbeats waiting for the writer at most; beyond it requests wait to hand theirs over.
 const QUEUE: usize = 16_384;
 

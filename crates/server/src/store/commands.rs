@@ -260,6 +260,12 @@ impl Store {
     }
 
     /// Commands the agent could lease now plus cancellations it has not acknowledged.
+    /// Whether the tenant has any command open (pending, leased, or asked to stop) in any
+    /// agent: when not, every agent's pending count is 0.
+    pub async fn tenant_has_open_commands(&self, tenant_id: &str) -> Result<bool, StoreError> {
+        on_backend!(self, tenant_has_open_commands(tenant_id))
+    }
+
     pub async fn pending_command_count(
         &self,
         tenant_id: &str,

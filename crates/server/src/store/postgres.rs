@@ -20,6 +20,9 @@ const SEQUENCES: bool = true;
 /// The tables whose ids come from a sequence named `<table>_id_seq`.
 const SEQUENCED_TABLES: [&str; 2] = ["packages", "software_hosts"];
 
+/// How statements built with many parameters number them: numbered by `$N`.
+const PARAMETER: &str = "$";
+
 type Pool = PgPool;
 type Db = sqlx::Postgres;
 type Conn = sqlx::PgConnection;

@@ -25,6 +25,9 @@ pub(super) use statements::*;
 /// Whether `packages` and `software_hosts` take their ids from sequences (PostgreSQL only).
 const SEQUENCES: bool = false;
 
+/// How statements built with many parameters number them: numbered by `?N` (SQLite finds `$N` by name, in time that grows with the square of their number).
+const PARAMETER: &str = "?";
+
 type Pool = SqlitePool;
 type Db = sqlx::Sqlite;
 type Conn = sqlx::SqliteConnection;

@@ -228,6 +228,24 @@ fn leasable(n: usize) -> String {
     )
 }
 
+/// Whether the tenant has a target that a pending count could find (a superset of what it
+/// counts: open targets in any agent).
+pub(in crate::store) async fn tenant_has_open_commands(
+    pool: &Pool,
+    tenant_id: &str,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(1 AS BIGINT) FROM command_targets \
+         WHERE tenant_id = $1 AND (state IN ('pending', 'leased') \
+             OR (cancel_requested = TRUE AND state IN {HELD_STATES})) \
+         LIMIT 1"
+    )))
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.is_some())
+}
+
 pub(in crate::store) async fn lease_commands(
     pool: &Pool,
     tenant_id: &str,

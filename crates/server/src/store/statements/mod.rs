@@ -200,9 +200,12 @@ pub(in crate::store) async fn heartbeats(
         if k > 0 {
             sql.push(',');
         }
+        // `?N` on SQLite: it looks `$N` up by name in a list, which costs the square of the
+        // parameters in a statement of thousands.
+        let p = super::PARAMETER;
         sql.push_str(&format!(
-            "(CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT), \
-              CAST(${} AS TEXT), CAST(${} AS BIGINT))",
+            "(CAST({p}{} AS TEXT), CAST({p}{} AS TEXT), CAST({p}{} AS BIGINT), \
+              CAST({p}{} AS TEXT), CAST({p}{} AS TEXT), CAST({p}{} AS BIGINT))",
             b + 1,
             b + 2,
             b + 3,
