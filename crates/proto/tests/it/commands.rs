@@ -28,7 +28,8 @@ fn each_signed_field_changes_the_payload() {
             .contains(COMMAND_SIGNATURE_TAG)
     );
     let later = "2026-11-22T10:00:01Z".parse().unwrap();
-    let changes: Vec<(&str, Box<dyn Fn(&mut Command)>)> = vec![
+    type Change = Box<dyn Fn(&mut Command)>;
+    let changes: Vec<(&str, Change)> = vec![
         ("id", Box::new(|c| c.id = 8)),
         ("type", Box::new(|c| c.kind = "exec".into())),
         ("command", Box::new(|c| c.command = "echo ho".into())),
