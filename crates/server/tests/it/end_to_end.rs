@@ -103,7 +103,7 @@ async fn a_script_sent_through_the_admin_api_runs_on_a_real_agent_and_its_output
             &server,
             &tenant,
             "/api/admin/agents",
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             &log,
             |a| a["total"] == 1,
         )
@@ -128,7 +128,7 @@ async fn a_script_sent_through_the_admin_api_runs_on_a_real_agent_and_its_output
             &server,
             &tenant,
             &path,
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             &log,
             |c| c["targets"][0]["state"] == "failed",
         )
@@ -156,7 +156,7 @@ async fn a_script_sent_through_the_admin_api_runs_on_a_real_agent_and_its_output
             &server,
             &tenant,
             &path,
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             &log,
             |c| c["targets"][0]["state"] == "rejected",
         )
