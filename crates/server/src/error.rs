@@ -85,8 +85,15 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+/// The answer to a store error that several requests share (a heartbeat group's write).
+impl From<&StoreError> for ApiError {
+    fn from(e: &StoreError) -> Self {
         match e {
-            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::Conflict(message) => ApiError::Conflict(message.clone()),
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             StoreError::Database(sqlx::Error::PoolTimedOut) => {
                 ApiError::Unavailable("the database is busy".into())

@@ -83,13 +83,8 @@ fn answer(group: Vec<(HeartbeatRow, Done)>, written: Result<Vec<(String, String)
             }
         }
         Err(e) => {
-            let unavailable = matches!(e, StoreError::Database(sqlx::Error::PoolTimedOut));
             for (_, done) in group {
-                let _ = done.send(Err(if unavailable {
-                    ApiError::Unavailable("the database is busy".into())
-                } else {
-                    ApiError::Internal(format!("writing heartbeats: {e}"))
-                }));
+                let _ = done.send(Err(ApiError::from(&e)));
             }
         }
     }
