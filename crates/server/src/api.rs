@@ -11,8 +11,8 @@ use base64::Engine as _;
 use jiff::Timestamp;
 use muster_proto::DaemonReport;
 use muster_proto::api::{
-    CommandStatusUpdate, Heartbeat, HeartbeatResponse, InventoryAck, InventoryUpload, Lock,
-    LockRequest, LockScope, MetricsAck, MetricsReport, PendingCommands, RegisterRequest,
+    CommandState, CommandStatusUpdate, Heartbeat, HeartbeatResponse, InventoryAck, InventoryUpload,
+    Lock, LockRequest, LockScope, MetricsAck, MetricsReport, PendingCommands, RegisterRequest,
     RegisterResponse,
 };
 use muster_proto::inventory::inventory_hash;
@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::commands::{TargetState, state_name, wire_command};
 use crate::error::ApiError;
-use crate::extract::{AgentCaller, ApiJson, ApiPath, ApiQuery, EnrolCaller};
+use crate::extract::{AgentCaller, ApiJson, ApiPath, ApiQuery, EnrolCaller, UnmeteredAgent};
 use crate::ingest;
 use crate::store::commands::{
     LockOutcome, LockRecord, MAX_LEASE_BATCH, StatusChange, StatusOutcome,
@@ -251,6 +251,10 @@ pub struct PendingParams {
 /// Leases the agent's due commands (each signed for it with the tenant's key) and lists the
 /// cancellations of commands it holds. A leased command not acknowledged (`received`) within
 /// the lease goes back to pending and is delivered again.
+///
+/// Rate limit: a request without `wait_s` counts against the agent's limit as any other; a
+/// long poll counts only when it answers empty (after its wait), so the deliveries of an
+/// operator's burst of commands are not held back to the agent's request rate.
 #[utoipa::path(
     get, path = "/api/commands/pending", tag = "agents",
     params(PendingParams),
@@ -263,11 +267,12 @@ pub struct PendingParams {
 )]
 pub async fn commands_pending(
     State(state): State<AppState>,
-    caller: AgentCaller,
+    UnmeteredAgent(caller): UnmeteredAgent,
     ApiQuery(params): ApiQuery<PendingParams>,
 ) -> Result<Json<PendingCommands>, ApiError> {
     let wait = Duration::from_secs(params.wait_s.unwrap_or(0).min(MAX_WAIT_S));
     if wait.is_zero() {
+        state.ops.check_agent_rate(&caller.agent_id)?;
         return lease(&state, &caller).await.map(Json);
     }
     let deadline = tokio::time::Instant::now() + wait;
@@ -292,7 +297,11 @@ pub async fn commands_pending(
         let _ = tokio::time::timeout_at(deadline, notified).await;
     };
     waiters.release(&caller.agent_id, notify);
-    answer.map(Json)
+    let answer = answer?;
+    if answer.commands.is_empty() && answer.cancel.is_empty() {
+        state.ops.check_agent_rate(&caller.agent_id)?;
+    }
+    Ok(Json(answer))
 }
 
 async fn lease(state: &AppState, caller: &AgentCaller) -> Result<PendingCommands, ApiError> {
@@ -404,9 +413,31 @@ fn timestamp_seconds(t: Option<Timestamp>) -> Option<i64> {
 )]
 pub async fn commands_status(
     State(state): State<AppState>,
-    caller: AgentCaller,
+    UnmeteredAgent(caller): UnmeteredAgent,
     ApiJson(update): ApiJson<CommandStatusUpdate>,
 ) -> Result<StatusCode, ApiError> {
+    // Rate limit: a report that moves a command on (received, running, its end: at most three
+    // per command, each caused by a command the server handed out) is free; anything else
+    // (a repeat, a deferral, a refused or bad report) counts against the agent's limit.
+    let answer = record_status(&state, &caller, update).await;
+    if !matches!(answer, Ok(Progress::Advanced)) {
+        state.ops.check_agent_rate(&caller.agent_id)?;
+    }
+    answer.map(|_| StatusCode::NO_CONTENT)
+}
+
+/// Whether a status report moved its command on.
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    Advanced,
+    Other,
+}
+
+async fn record_status(
+    state: &AppState,
+    caller: &AgentCaller,
+    update: CommandStatusUpdate,
+) -> Result<Progress, ApiError> {
     if update
         .reason
         .as_ref()
@@ -442,16 +473,19 @@ pub async fn commands_status(
             other => other.into(),
         })?;
     match outcome {
-        StatusOutcome::Applied | StatusOutcome::Repeated => {
-            if outcome == StatusOutcome::Applied {
-                info!(
-                    agent_id = %caller.agent_id,
-                    command_id = update.command_id,
-                    state = %change.state,
-                    "command status"
-                );
-            }
-            Ok(StatusCode::NO_CONTENT)
+        StatusOutcome::Repeated => Ok(Progress::Other),
+        StatusOutcome::Applied => {
+            info!(
+                agent_id = %caller.agent_id,
+                command_id = update.command_id,
+                state = %change.state,
+                "command status"
+            );
+            Ok(if update.status == CommandState::Deferred {
+                Progress::Other
+            } else {
+                Progress::Advanced
+            })
         }
         StatusOutcome::Illegal { from } => {
             let terminal = TargetState::parse(from).is_some_and(TargetState::is_terminal);

@@ -26,6 +26,14 @@ pub struct AgentCaller {
     pub agent_id: String,
 }
 
+/// An agent, authenticated by its own token, whose request is not yet counted against its
+/// rate limit: the command endpoints count it themselves, for what the request brought (see
+/// [`crate::api::commands_pending`] and [`crate::api::commands_status`]). A command the server
+/// handed out pays for its own delivery and reports, so an operator's burst of commands is not
+/// slowed to the agent's request rate, while an agent asking for nothing still is.
+#[derive(Debug, Clone)]
+pub struct UnmeteredAgent(pub AgentCaller);
+
 /// A holder of a tenant's enrolment token.
 #[derive(Debug, Clone)]
 pub struct EnrolCaller {
@@ -33,6 +41,16 @@ pub struct EnrolCaller {
 }
 
 impl FromRequestParts<AppState> for AgentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let UnmeteredAgent(caller) = UnmeteredAgent::from_request_parts(parts, state).await?;
+        state.ops.check_agent_rate(&caller.agent_id)?;
+        Ok(caller)
+    }
+}
+
+impl FromRequestParts<AppState> for UnmeteredAgent {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -55,8 +73,7 @@ impl FromRequestParts<AppState> for AgentCaller {
                 }
             }
         };
-        state.ops.check_agent_rate(&caller.agent_id)?;
-        Ok(caller)
+        Ok(UnmeteredAgent(caller))
     }
 }
 

@@ -618,6 +618,82 @@ async fn a_long_poll_is_answered_within_a_second_of_the_command_creation() {
     }
 }
 
+/// The agent pays for what it asks, the commands for what they cause: an operator's burst of
+/// commands to one agent is delivered and reported past the agent's request limit, while
+/// polls that find nothing, repeats and deferrals still count against it.
+#[tokio::test]
+async fn command_deliveries_and_progress_reports_are_not_held_to_the_agent_rate() {
+    for backend in backends() {
+        let limits = Limits {
+            agent_requests_per_minute: std::num::NonZeroU32::new(1),
+            agent_burst: std::num::NonZeroU32::new(3).unwrap(),
+            ..Limits::default()
+        };
+        let server = TestServer::start_with_on(&backend, limits).await;
+        let tenant = server.tenant("acme").await;
+        let (agent, token, _) = enrol(&server, &tenant, "h").await;
+
+        // Five commands, four requests each: 20 requests on a burst of 3, none refused.
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let id = create_for(&server, &tenant, &[&agent]).await;
+            ids.push(id);
+            let (code, answer) = server.get("/api/commands/pending?wait_s=5", &token).await;
+            assert_eq!(code, StatusCode::OK, "{answer}");
+            assert_eq!(answer["commands"][0]["id"], id);
+            for step in [
+                json!({"command_id": id, "status": "received"}),
+                json!({"command_id": id, "status": "running"}),
+                json!({"command_id": id, "status": "succeeded", "exit_code": 0}),
+            ] {
+                let answer = status(&server, &token, step).await;
+                assert_eq!(answer.0, StatusCode::NO_CONTENT, "{}", answer.1);
+            }
+        }
+
+        // What brings nothing counts: a repeat, a deferral, a poll without a wait.
+        let repeat = json!({"command_id": ids[0], "status": "succeeded", "exit_code": 0});
+        let answer = status(&server, &token, repeat.clone()).await;
+        assert_eq!(answer.0, StatusCode::NO_CONTENT, "{}", answer.1);
+        let id = create_for(&server, &tenant, &[&agent]).await;
+        let (code, answer) = server.get("/api/commands/pending?wait_s=5", &token).await;
+        assert_eq!(code, StatusCode::OK, "{answer}");
+        assert_eq!(answer["commands"][0]["id"], id);
+        for step in [
+            json!({"command_id": id, "status": "received"}),
+            json!({"command_id": id, "status": "deferred", "reason": "cpu 99% > 75%"}),
+        ] {
+            let answer = status(&server, &token, step).await;
+            assert_eq!(answer.0, StatusCode::NO_CONTENT, "{}", answer.1);
+        }
+        let (code, answer) = server.get("/api/commands/pending", &token).await;
+        assert_eq!(code, StatusCode::OK, "{answer}");
+        // The burst is spent: each kind of request that brings nothing is now refused.
+        let (code, _) = server.get("/api/commands/pending", &token).await;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+        let (code, _) = server.get("/api/commands/pending?wait_s=1", &token).await;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "an empty long poll");
+        let (code, _) = status(&server, &token, repeat).await;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "a repeat");
+        let (code, _) = server
+            .post("/api/agents/heartbeat", &token, &heartbeat(&agent, None))
+            .await;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+        // Progress is still free: the deferred command runs and ends.
+        for step in [
+            json!({"command_id": id, "status": "running"}),
+            json!({"command_id": id, "status": "failed", "exit_code": 1}),
+        ] {
+            let answer = status(&server, &token, step).await;
+            assert_eq!(answer.0, StatusCode::NO_CONTENT, "{}", answer.1);
+        }
+        assert_eq!(
+            show(&server, &tenant, id).await["targets"][0]["state"],
+            "failed"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_admin_api_targets_lists_and_refuses_bad_commands() {
     for backend in backends() {
