@@ -273,7 +273,7 @@ pub async fn commands_pending(
     let wait = Duration::from_secs(params.wait_s.unwrap_or(0).min(MAX_WAIT_S));
     if wait.is_zero() {
         state.ops.check_agent_rate(&caller.agent_id)?;
-        return lease(&state, &caller).await.map(Json);
+        return lease(&state, &caller).await.map(|(answer, _)| Json(answer));
     }
     let deadline = tokio::time::Instant::now() + wait;
     let waiters = &state.commands.waiters;
@@ -283,8 +283,8 @@ pub async fn commands_pending(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let answer = match lease(&state, &caller).await {
-            Ok(answer) => answer,
+        let (answer, next_due) = match lease(&state, &caller).await {
+            Ok(leased) => leased,
             Err(e) => break Err(e),
         };
         if !answer.commands.is_empty()
@@ -293,8 +293,10 @@ pub async fn commands_pending(
         {
             break Ok(answer);
         }
+        // A scheduled command coming due is not announced: wake for it as for a nudge.
+        let wake = next_due.map_or(deadline, |due| deadline.min(instant_of(due)));
         // Woken or not, look once more: at the deadline that look is the answer.
-        let _ = tokio::time::timeout_at(deadline, notified).await;
+        let _ = tokio::time::timeout_at(wake, notified).await;
     };
     waiters.release(&caller.agent_id, notify);
     let answer = answer?;
@@ -304,7 +306,21 @@ pub async fn commands_pending(
     Ok(Json(answer))
 }
 
-async fn lease(state: &AppState, caller: &AgentCaller) -> Result<PendingCommands, ApiError> {
+/// The monotonic instant of unix second `at` (now, if it has passed).
+fn instant_of(at: i64) -> tokio::time::Instant {
+    let ahead_ms = at
+        .saturating_mul(1000)
+        .saturating_sub(now().as_millisecond())
+        .max(0);
+    tokio::time::Instant::now() + Duration::from_millis(ahead_ms.unsigned_abs())
+}
+
+/// Leases what is due for the caller; with the answer, when its next scheduled command comes
+/// due (if nothing was leased).
+async fn lease(
+    state: &AppState,
+    caller: &AgentCaller,
+) -> Result<(PendingCommands, Option<i64>), ApiError> {
     let at = now();
     // The store keeps whole seconds: the lease's end is rounded up, so it lasts at least the
     // configured time.
@@ -338,10 +354,13 @@ async fn lease(state: &AppState, caller: &AgentCaller) -> Result<PendingCommands
             "commands leased"
         );
     }
-    Ok(PendingCommands {
-        commands,
-        cancel: leased.cancel,
-    })
+    Ok((
+        PendingCommands {
+            commands,
+            cancel: leased.cancel,
+        },
+        leased.next_due,
+    ))
 }
 
 /// Wakes this process's long polls when any replica announces new commands or cancellations

@@ -104,6 +104,9 @@ pub struct Leased {
     pub commands: Vec<CommandRecord>,
     /// Delivered commands whose cancellation was asked, not yet ended by the agent.
     pub cancel: Vec<i64>,
+    /// When nothing was leased: the unix second the agent's next scheduled command comes due,
+    /// if it has one (a long poll waits no longer than that).
+    pub next_due: Option<i64>,
 }
 
 /// An agent's report of a command's state (times in unix seconds).

@@ -618,6 +618,38 @@ async fn a_long_poll_is_answered_within_a_second_of_the_command_creation() {
     }
 }
 
+/// A command scheduled for later is delivered to a waiting long poll when it comes due, not
+/// at the end of the wait (nothing announces it then).
+#[tokio::test]
+async fn a_long_poll_wakes_when_a_scheduled_command_comes_due() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let (agent, token, _) = enrol(&server, &tenant, "h").await;
+        let due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+        let (code, answer) = create(
+            &server,
+            &tenant,
+            json!({"agent_ids": [agent], "type": "exec", "command": "/bin/true",
+                "scheduled_for": due.to_string()}),
+        )
+        .await;
+        assert_eq!(code, StatusCode::CREATED, "{answer}");
+        let id = answer["id"].as_i64().unwrap();
+
+        let started = Instant::now();
+        let (code, answer) = server.get("/api/commands/pending?wait_s=30", &token).await;
+        assert_eq!(code, StatusCode::OK, "{answer}");
+        assert_eq!(answer["commands"][0]["id"], id, "{answer}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "answered after {waited:?}; due in 1..2 s"
+        );
+        assert!(jiff::Timestamp::now().as_second() >= due.as_second());
+    }
+}
+
 /// The agent pays for what it asks, the commands for what they cause: an operator's burst of
 /// commands to one agent is delivered and reported past the agent's request limit, while
 /// polls that find nothing, repeats and deferrals still count against it.

@@ -33,13 +33,16 @@ impl Drop for AgentProcess {
     }
 }
 
+/// An agent for `tenant` in `dir`. It never defers for load: tests run beside each other on a
+/// busy machine, and the load-aware queue has tests of its own (crates/agent).
 fn start_agent(dir: &Path, server: &TestServer, tenant: &CreatedTenant) -> AgentProcess {
     let config = dir.join("agent.toml");
     let text = format!(
         "[agent]\nheartbeat_interval = 10\ncollection_interval = 60\ninventory_interval = 3600\n\
          splay = 0\nstate_dir = \"{state}\"\nlog_level = \"info\"\n\n\
          [api]\nbase_url = \"{base}/api\"\ntenant_id = \"{tenant}\"\nauth_token = \"{token}\"\n\n\
-         [security]\nallowed_command_types = [\"builtin\", \"script\"]\n",
+         [security]\nallowed_command_types = [\"builtin\", \"script\"]\n\n\
+         [scheduling]\ndefer_threshold_cpu = 100\ndefer_threshold_memory = 100\n",
         state = dir.join("state").display(),
         base = server.base,
         tenant = tenant.tenant.id,

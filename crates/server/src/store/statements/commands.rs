@@ -301,8 +301,26 @@ pub(in crate::store) async fn lease_commands(
     .bind(agent_id)
     .fetch_all(&mut *tx)
     .await?;
+    let next_due: Option<i64> = if commands.is_empty() {
+        sqlx::query_scalar(
+            "SELECT MIN(due_at) FROM command_targets \
+             WHERE tenant_id = $1 AND agent_id = $2 AND state = 'pending' AND due_at > $3 \
+             AND cancel_requested = FALSE",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+    } else {
+        None
+    };
     tx.commit().await?;
-    Ok(Leased { commands, cancel })
+    Ok(Leased {
+        commands,
+        cancel,
+        next_due,
+    })
 }
 
 pub(in crate::store) async fn pending_command_count(
