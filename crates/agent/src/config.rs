@@ -1628,7 +1628,10 @@ pub fn check(args: &ConfigCheckArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(key) = &args.get {
         let Some(spec) = SPECS.iter().find(|spec| spec.key == key) else {
             let known: Vec<&str> = SPECS.iter().map(|spec| spec.key).collect();
-            eprintln!("muster-agent: unknown key {key} (known: {})", known.join(", "));
+            eprintln!(
+                "muster-agent: unknown key {key} (known: {})",
+                known.join(", ")
+            );
             return Ok(ExitCode::from(2));
         };
         match (spec.show)(&loaded.config).json() {

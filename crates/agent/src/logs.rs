@@ -54,7 +54,12 @@ fn journal_has_agent() -> bool {
         return false;
     }
     Command::new("systemctl")
-        .args(["show", "--property=LoadState", "--value", "muster-agent.service"])
+        .args([
+            "show",
+            "--property=LoadState",
+            "--value",
+            "muster-agent.service",
+        ])
         .output()
         .is_ok_and(|out| out.status.success() && out.stdout.starts_with(b"loaded"))
 }

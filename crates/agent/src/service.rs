@@ -117,9 +117,7 @@ pub fn install(args: &ServiceInstallArgs) -> anyhow::Result<ExitCode> {
         None => std::env::current_exe().context("finding this executable")?,
     };
     let config_source = match &args.config {
-        Some(path) => Some(
-            fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        ),
+        Some(path) => Some(fs::read(path).with_context(|| format!("reading {}", path.display()))?),
         None => None,
     };
 
@@ -130,7 +128,13 @@ pub fn install(args: &ServiceInstallArgs) -> anyhow::Result<ExitCode> {
     }
     let group = lookup_id(&root.path("/etc/group"), SYSTEM_USER)?
         .with_context(|| format!("group {SYSTEM_USER} missing after creating it"))?;
-    let user = lookup_id(&root.path("/etc/passwd"), &args.user)?.with_context(|| {
+    // root is 0 even in a root directory without an etc/passwd.
+    let user = if args.user == "root" {
+        Some(0)
+    } else {
+        lookup_id(&root.path("/etc/passwd"), &args.user)?
+    };
+    let user = user.with_context(|| {
         format!(
             "no user {} in {}: create it first",
             args.user,
@@ -138,9 +142,15 @@ pub fn install(args: &ServiceInstallArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
 
-    install_file(&root, BINARY, &fs::read(&binary).with_context(|| {
-        format!("reading the agent binary {}", binary.display())
-    })?, 0o755, 0, 0)?;
+    install_file(
+        &root,
+        BINARY,
+        &fs::read(&binary)
+            .with_context(|| format!("reading the agent binary {}", binary.display()))?,
+        0o755,
+        0,
+        0,
+    )?;
 
     make_dir(&root, CONFIG_DIR, 0o750, 0, group)?;
     let config_path = root.path(CONFIG);
@@ -164,7 +174,11 @@ pub fn install(args: &ServiceInstallArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "installed muster-agent ({}) in {}",
-        if args.sysv { "System V init" } else { "systemd" },
+        if args.sysv {
+            "System V init"
+        } else {
+            "systemd"
+        },
         root.dir.display()
     );
     if !root.live {
@@ -221,11 +235,25 @@ pub fn defaults_text(user: &str) -> String {
 }
 
 fn install_sysv(root: &Root, args: &ServiceInstallArgs) -> anyhow::Result<()> {
-    install_file(root, INIT_SCRIPT, local_paths(SYSV_SCRIPT).as_bytes(), 0o755, 0, 0)?;
+    install_file(
+        root,
+        INIT_SCRIPT,
+        local_paths(SYSV_SCRIPT).as_bytes(),
+        0o755,
+        0,
+        0,
+    )?;
     if root.path(DEFAULTS).exists() {
         println!("kept the existing {DEFAULTS}");
     } else {
-        install_file(root, DEFAULTS, defaults_text(&args.user).as_bytes(), 0o644, 0, 0)?;
+        install_file(
+            root,
+            DEFAULTS,
+            defaults_text(&args.user).as_bytes(),
+            0o644,
+            0,
+            0,
+        )?;
     }
     install_file(root, LOGROTATE_FILE, LOGROTATE.as_bytes(), 0o644, 0, 0)?;
     if root.live && which("update-rc.d") {
@@ -336,7 +364,10 @@ pub fn status(args: &ServiceStatusArgs) -> anyhow::Result<ExitCode> {
     }
     if unit {
         let enabled = fs::symlink_metadata(root.path(UNIT_WANTS)).is_ok();
-        println!("{UNIT}: installed, {}", if enabled { "enabled" } else { "disabled" });
+        println!(
+            "{UNIT}: installed, {}",
+            if enabled { "enabled" } else { "disabled" }
+        );
     }
     if script {
         let enabled = fs::symlink_metadata(root.path("/etc/rc2.d/S01muster-agent")).is_ok();
@@ -480,7 +511,11 @@ fn append_line(file: &Path, line: &str, mode: u32) -> anyhow::Result<()> {
     use std::io::Write as _;
     let existed = file.exists();
     let text = fs::read_to_string(file).unwrap_or_default();
-    let separator = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+    let separator = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
     let mut out = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -558,9 +593,8 @@ fn remove_tree(path: &Path) -> anyhow::Result<()> {
 }
 
 fn which(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 fn systemctl(args: &[&str]) -> anyhow::Result<()> {
