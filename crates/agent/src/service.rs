@@ -521,7 +521,7 @@ fn append_line(file: &Path, line: &str, mode: u32) -> anyhow::Result<()> {
         .append(true)
         .open(file)
         .with_context(|| format!("opening {}", file.display()))?;
-    write!(out, "{separator}{line}\n").with_context(|| format!("writing {}", file.display()))?;
+    writeln!(out, "{separator}{line}").with_context(|| format!("writing {}", file.display()))?;
     if !existed {
         fs::set_permissions(file, fs::Permissions::from_mode(mode))?;
     }
