@@ -216,12 +216,13 @@ fn install_systemd(root: &Root, args: &ServiceInstallArgs) -> anyhow::Result<()>
         return replace_symlink(&root.path(UNIT_WANTS), Path::new(UNIT));
     }
     systemctl(&["daemon-reload"])?;
+    systemctl(&["enable", "muster-agent.service"])?;
     if args.no_start {
-        systemctl(&["enable", "muster-agent.service"])?;
         println!("enabled; not started (--no-start)");
     } else {
-        systemctl(&["enable", "--now", "muster-agent.service"])?;
-        println!("enabled and started: systemctl status muster-agent");
+        // restart, not start: installing over a running agent (an upgrade) runs the new binary.
+        systemctl(&["restart", "muster-agent.service"])?;
+        println!("enabled and (re)started: systemctl status muster-agent");
     }
     Ok(())
 }
@@ -272,8 +273,8 @@ fn install_sysv(root: &Root, args: &ServiceInstallArgs) -> anyhow::Result<()> {
     if args.no_start {
         println!("enabled; not started (--no-start)");
     } else {
-        run_tool(INIT_SCRIPT, &["start"])?;
-        println!("enabled and started: {INIT_SCRIPT} status");
+        run_tool(INIT_SCRIPT, &["restart"])?;
+        println!("enabled and (re)started: {INIT_SCRIPT} status");
     }
     Ok(())
 }
