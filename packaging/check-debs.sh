@@ -49,8 +49,13 @@ in_root() { dpkg --root="$root" --force-script-chrootless --force-depends "$@"; 
 
 step "build the packages (profile $profile)"
 mkdir -p "$out"
-agent_deb=$(nice -n 19 cargo deb -p muster-agent --profile "$profile" --output "$out" | tail -n 1)
-server_deb=$(nice -n 19 cargo deb -p muster-server --profile "$profile" --output "$out" | tail -n 1)
+# One build of both binaries, then cargo-deb packages them without building: `cargo deb -p`
+# per package would build each with its own feature set, i.e. most dependencies twice.
+nice -n 19 cargo build --locked --profile "$profile" -p muster-agent -p muster-server --bins
+agent_deb=$(nice -n 19 cargo deb --no-build -p muster-agent --profile "$profile" --output "$out" \
+    | tail -n 1)
+server_deb=$(nice -n 19 cargo deb --no-build -p muster-server --profile "$profile" --output "$out" \
+    | tail -n 1)
 ls -l "$agent_deb" "$server_deb"
 dpkg-deb --info "$agent_deb"
 dpkg-deb --contents "$agent_deb"
