@@ -1623,7 +1623,23 @@ pub fn check(args: &ConfigCheckArgs) -> anyhow::Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let out = if args.json {
+    let out = if args.quiet {
+        String::new()
+    } else if let Some(key) = &args.get {
+        let Some(spec) = SPECS.iter().find(|spec| spec.key == key) else {
+            let known: Vec<&str> = SPECS.iter().map(|spec| spec.key).collect();
+            eprintln!(
+                "muster-agent: unknown key {key} (known: {})",
+                known.join(", ")
+            );
+            return Ok(ExitCode::from(2));
+        };
+        match (spec.show)(&loaded.config).json() {
+            serde_json::Value::String(text) => format!("{text}\n"),
+            serde_json::Value::Null => "\n".to_owned(),
+            other => format!("{other}\n"),
+        }
+    } else if args.json {
         let mut text = serde_json::to_string_pretty(&render_json(&loaded))
             .context("rendering the configuration as JSON")?;
         text.push('\n');

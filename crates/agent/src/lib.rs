@@ -9,11 +9,13 @@ pub mod daemon;
 pub mod identity;
 pub mod inventory;
 pub mod logging;
+pub mod logs;
 pub mod random;
 pub mod run;
 pub mod scan;
 pub mod schedule;
 pub mod secret;
+pub mod service;
 pub mod spool;
 pub mod status;
 pub mod summary;
@@ -27,5 +29,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Run(args) => run::main(args),
         cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args),
         cli::Command::Status(args) => status::main(&args),
+        cli::Command::Service(cli::ServiceCommand::Install(args)) => service::install(&args),
+        cli::Command::Service(cli::ServiceCommand::Uninstall(args)) => service::uninstall(&args),
+        cli::Command::Service(cli::ServiceCommand::Status(args)) => service::status(&args),
+        cli::Command::Logs(args) => logs::main(&args),
     }
 }

@@ -242,7 +242,14 @@ impl Rotating {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let len = buf.len() as u64;
         if self.size > 0 && self.size.saturating_add(len) > self.max_size {
-            self.rotate();
+            // logrotate's `copytruncate` may have emptied the file behind our back: believe
+            // the file, so the next rotation is not an early one of a nearly empty file.
+            if let Some(Ok(meta)) = self.file.as_ref().map(File::metadata) {
+                self.size = meta.len();
+            }
+            if self.size > 0 && self.size.saturating_add(len) > self.max_size {
+                self.rotate();
+            }
         }
         let file = match &mut self.file {
             Some(file) => file,

@@ -181,9 +181,17 @@ pub fn main(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 /// Whether `pid` is a live muster-agent. Only for an agent that holds no pidfile lock (the
 /// foreground agent when the pidfile could not be taken): the process name guards against a
 /// pid the kernel has since given to another program.
+/// A zombie (an exited daemon whose parent, init in a container, has not reaped it yet) is
+/// not running.
 fn agent_process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|comm| comm.trim_end() == "muster-agent")
+    let named = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end() == "muster-agent");
+    // `pid (comm) S ...`: the state follows the last parenthesis.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+    });
+    named && !zombie
 }
 
 /// `status --json`: the verdict first, then the status file's fields. `pid` is the running

@@ -7,8 +7,10 @@ mod commands;
 mod config;
 mod daemon;
 mod fake_server;
+mod logs;
 mod oracles;
 mod run;
+mod service;
 mod spool;
 mod status;
 
