@@ -5,7 +5,7 @@
 # and mode, verifies the installed units with systemd-analyze, upgrades (reinstalls) with an
 # edited configuration, removes (configuration, data and logs stay) and purges (they go).
 #
-#   packaging/check-debs.sh            # profile deb-check (release without fat LTO), for CI
+#   packaging/check-debs.sh            # profile deb-check (unoptimised, stripped), for CI
 #   MUSTER_DEB_PROFILE=release packaging/check-debs.sh
 #
 # Needs: cargo-deb, lintian, dpkg, systemd (systemd-analyze, systemd-sysusers). Run as root
