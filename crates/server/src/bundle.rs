@@ -71,7 +71,7 @@ exec "$here/muster-agent" service install --binary "$here/muster-agent" --config
 
 /// The admin routes of the bundle, relative to `/api/admin`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/bundle", get(download))
+    Router::new().route("/bundle", get(get_bundle))
 }
 
 /// What to put in a bundle.
@@ -151,7 +151,7 @@ pub struct BundleParams {
     ),
     security(("bearer" = []))
 )]
-pub async fn download(
+pub async fn get_bundle(
     caller: AdminCaller,
     State(state): State<AppState>,
     headers: HeaderMap,
