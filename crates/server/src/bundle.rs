@@ -417,7 +417,14 @@ fn write_tar_gz(archive: &Archive, out: &mut impl Write) -> io::Result<()> {
     let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
     let dir = &archive.directory;
     let mtime = archive.mtime;
-    write_entry(&mut gz, &format!("{dir}/"), 0o755, 0, mtime, Kind::Directory)?;
+    write_entry(
+        &mut gz,
+        &format!("{dir}/"),
+        0o755,
+        0,
+        mtime,
+        Kind::Directory,
+    )?;
     write_file(
         &mut gz,
         &format!("{dir}/agent.toml"),
@@ -461,7 +468,13 @@ enum Kind {
     Directory,
 }
 
-fn write_file(out: &mut impl Write, name: &str, mode: u32, mtime: i64, data: &[u8]) -> io::Result<()> {
+fn write_file(
+    out: &mut impl Write,
+    name: &str,
+    mode: u32,
+    mtime: i64,
+    data: &[u8],
+) -> io::Result<()> {
     write_entry(out, name, mode, data.len() as u64, mtime, Kind::File)?;
     out.write_all(data)?;
     pad(out, data.len() as u64)
@@ -488,7 +501,13 @@ fn write_entry(
     out.write_all(&ustar_header(name, mode, size, mtime, kind)?)
 }
 
-fn ustar_header(name: &str, mode: u32, size: u64, mtime: i64, kind: Kind) -> io::Result<[u8; BLOCK]> {
+fn ustar_header(
+    name: &str,
+    mode: u32,
+    size: u64,
+    mtime: i64,
+    kind: Kind,
+) -> io::Result<[u8; BLOCK]> {
     fn put(block: &mut [u8; BLOCK], at: usize, field: &[u8]) {
         block[at..at + field.len()].copy_from_slice(field);
     }
@@ -600,7 +619,8 @@ mod tests {
         assert_eq!(&block[100..108], b"0000600\0");
         assert_eq!(&block[124..136], b"00000002322\0");
         assert_eq!(block[156], b'0');
-        let stored = u32::from_str_radix(std::str::from_utf8(&block[148..154]).unwrap(), 8).unwrap();
+        let stored =
+            u32::from_str_radix(std::str::from_utf8(&block[148..154]).unwrap(), 8).unwrap();
         let mut spaced = block;
         spaced[148..156].copy_from_slice(b"        ");
         assert_eq!(stored, spaced.iter().map(|&b| u32::from(b)).sum::<u32>());
@@ -619,8 +639,17 @@ mod tests {
         });
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(parsed["api"]["tenant_id"].as_str(), Some("t\"1"));
-        assert_eq!(parsed["api"]["base_url"].as_str(), Some("https://muster.example/api"));
-        assert_eq!(parsed["security"]["command_signing_key"].as_str(), Some("a2V5"));
-        assert!(text.contains("registers one agent until 2027-01-15T08:00:00Z"), "{text}");
+        assert_eq!(
+            parsed["api"]["base_url"].as_str(),
+            Some("https://muster.example/api")
+        );
+        assert_eq!(
+            parsed["security"]["command_signing_key"].as_str(),
+            Some("a2V5")
+        );
+        assert!(
+            text.contains("registers one agent until 2027-01-15T08:00:00Z"),
+            "{text}"
+        );
     }
 }

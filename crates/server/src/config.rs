@@ -377,7 +377,9 @@ pub fn public_url(text: &str) -> Result<String, String> {
     if rest.is_empty() {
         return Err("has no host".into());
     }
-    if rest.contains(['/', '?', '#', '@']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if rest.contains(['/', '?', '#', '@'])
+        || rest.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(
             "must be a scheme and a host (and port) only: no path, credentials, query or fragment"
                 .into(),
@@ -482,7 +484,10 @@ mod tests {
                 "[commands] sweep_interval_s",
             ),
             ("[commands]\nmax_targets = 0", "[commands] max_targets"),
-            ("[server]\npublic_url = \"muster.example\"", "[server] public_url"),
+            (
+                "[server]\npublic_url = \"muster.example\"",
+                "[server] public_url",
+            ),
             ("[server]\npublic_url = \"https://\"", "[server] public_url"),
             (
                 "[server]\npublic_url = \"https://a.example/api\"",

@@ -84,8 +84,7 @@ pub async fn download(
         text => match text.parse::<u64>() {
             Ok(seconds) => Some(seconds),
             Err(_) => {
-                return PageError::bad_request("the expiry is a number of seconds")
-                    .into_response();
+                return PageError::bad_request("the expiry is a number of seconds").into_response();
             }
         },
     };

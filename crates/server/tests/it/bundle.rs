@@ -99,11 +99,14 @@ impl Unpacked {
             .status()
             .unwrap();
         assert!(status.success());
-        let mut entries: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         assert_eq!(entries.len(), 1, "one directory at the top");
         let root = entries.pop().unwrap().path();
-        let config = toml::from_str(&std::fs::read_to_string(root.join("agent.toml")).unwrap())
-            .unwrap();
+        let config =
+            toml::from_str(&std::fs::read_to_string(root.join("agent.toml")).unwrap()).unwrap();
         Unpacked {
             _dir: dir,
             root,
@@ -166,7 +169,10 @@ async fn the_bundle_holds_the_agent_its_configuration_and_installer() {
         assert_eq!(answer.1["cache-control"], "no-store");
 
         let bundle = Unpacked::from(&answer.2);
-        assert_eq!(bundle.root.file_name().unwrap().to_str(), Some(stem.as_str()));
+        assert_eq!(
+            bundle.root.file_name().unwrap().to_str(),
+            Some(stem.as_str())
+        );
         // Names, modes and owners as stored in the archive, in order.
         let entries: Vec<(String, String, String)> = bundle
             .listing
@@ -180,7 +186,8 @@ async fn the_bundle_holds_the_agent_its_configuration_and_installer() {
                 )
             })
             .collect();
-        let expect = |mode: &str, name: &str| (mode.to_owned(), "root/root".to_owned(), name.to_owned());
+        let expect =
+            |mode: &str, name: &str| (mode.to_owned(), "root/root".to_owned(), name.to_owned());
         assert_eq!(
             entries,
             vec![
@@ -232,7 +239,10 @@ async fn the_bundle_holds_the_agent_its_configuration_and_installer() {
         );
         let shown = String::from_utf8_lossy(&check.stdout);
         assert!(shown.contains(&tenant.tenant.id), "{shown}");
-        assert!(!shown.contains(token), "config check shows the token: {shown}");
+        assert!(
+            !shown.contains(token),
+            "config check shows the token: {shown}"
+        );
 
         // The token is listed as the bundle's, unlimited, unused; then it registers agents.
         let (_, list) = server
@@ -288,7 +298,11 @@ async fn a_bundle_needs_an_admin_token_and_is_its_own_tenants() {
         let acme = server.tenant("acme").await;
         let globex = server.tenant("globex").await;
         let query = format!("platform={PLATFORM}");
-        for token in [None, Some(acme.enrol_token.expose()), Some("mst_admin_nonsense")] {
+        for token in [
+            None,
+            Some(acme.enrol_token.expose()),
+            Some("mst_admin_nonsense"),
+        ] {
             let answer = download(&server, token, &query).await;
             assert_error(
                 &json_answer(&answer),
@@ -376,7 +390,9 @@ async fn a_single_use_bundle_registers_one_agent_and_again_that_one() {
 
         // Revoked, even the agent that used it cannot come back with it.
         let id = token["id"].as_str().unwrap();
-        let (status, _) = server.delete(&format!("/api/admin/tokens/{id}"), admin).await;
+        let (status, _) = server
+            .delete(&format!("/api/admin/tokens/{id}"), admin)
+            .await;
         assert_eq!(status, StatusCode::OK);
         let refused = register_with(&bundle, 7).await;
         assert_error(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
@@ -455,7 +471,12 @@ async fn racing_registrations_take_a_single_use_token_once() {
                 match status {
                     StatusCode::OK => won += 1,
                     StatusCode::UNAUTHORIZED => {
-                        assert!(body["error"]["message"].as_str().unwrap().contains("used up"))
+                        assert!(
+                            body["error"]["message"]
+                                .as_str()
+                                .unwrap()
+                                .contains("used up")
+                        )
                     }
                     other => panic!("{other}: {body}"),
                 }
@@ -492,7 +513,10 @@ async fn token_limits_are_checked_when_made() {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED);
-        assert_eq!((created["max_uses"].clone(), created["uses"].clone()), (json!(2), json!(0)));
+        assert_eq!(
+            (created["max_uses"].clone(), created["uses"].clone()),
+            (json!(2), json!(0))
+        );
         assert!(created["expires_at"].is_string());
     }
 }
@@ -517,8 +541,17 @@ fn the_cli_makes_limited_tokens_and_lists_their_uses() {
     let (ok, _, err) = admin(&["tenant", "create", "acme"]);
     assert!(ok, "{err}");
     let (ok, out, err) = admin(&[
-        "token", "create", "--tenant", "acme", "--kind", "enrol", "--max-uses", "1",
-        "--expires-in", "1d", "--json",
+        "token",
+        "create",
+        "--tenant",
+        "acme",
+        "--kind",
+        "enrol",
+        "--max-uses",
+        "1",
+        "--expires-in",
+        "1d",
+        "--json",
     ]);
     assert!(ok, "{err}");
     let created: Value = serde_json::from_str(&out).unwrap();
@@ -533,13 +566,27 @@ fn the_cli_makes_limited_tokens_and_lists_their_uses() {
     assert!(line.contains("uses 0 of 1"), "{line}");
     assert!(line.contains("expires "), "{line}");
     // The tenant's own enrolment token: unlimited.
-    assert!(out.lines().any(|l| l.contains("enrol") && l.contains("uses 0  ")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("enrol") && l.contains("uses 0  ")),
+        "{out}"
+    );
 
     let (ok, _, err) = admin(&[
-        "token", "create", "--tenant", "acme", "--kind", "admin", "--max-uses", "1",
+        "token",
+        "create",
+        "--tenant",
+        "acme",
+        "--kind",
+        "admin",
+        "--max-uses",
+        "1",
     ]);
     assert!(!ok);
-    assert!(err.contains("only enrolment tokens have a number of uses"), "{err}");
+    assert!(
+        err.contains("only enrolment tokens have a number of uses"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -551,7 +598,12 @@ async fn bundle_requests_that_cannot_be_met_say_why() {
     let answer = download(&unconfigured, Some(tenant.admin_token.expose()), "").await;
     let answer = json_answer(&answer);
     assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
-    assert!(answer.1["error"]["message"].as_str().unwrap().contains("[bundle] agent_dir"));
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[bundle] agent_dir")
+    );
 
     let server = TestServer::start_with_bundle_on(backend, bundle_config(dir.path())).await;
     let tenant = server.tenant("acme").await;
@@ -559,8 +611,14 @@ async fn bundle_requests_that_cannot_be_met_say_why() {
     let answer = json_answer(&download(&server, admin, "platform=linux-riscv64").await);
     assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
     let message = answer.1["error"]["message"].as_str().unwrap();
-    assert!(message.contains("linux-riscv64") && message.contains("available: linux-x86_64"), "{message}");
-    assert!(!message.contains(dir.path().to_str().unwrap()), "no server path: {message}");
+    assert!(
+        message.contains("linux-riscv64") && message.contains("available: linux-x86_64"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(dir.path().to_str().unwrap()),
+        "no server path: {message}"
+    );
     for query in [
         "platform=../../etc/passwd",
         "platform=linux%2Fx86_64",
@@ -580,7 +638,9 @@ async fn bundle_requests_that_cannot_be_met_say_why() {
     let answer = json_answer(&download(&server, admin, "single_use=maybe").await);
     assert_error(&answer, StatusCode::BAD_REQUEST, "bad_request");
     // None of the refusals made a token.
-    let (_, list) = server.get("/api/admin/tokens?kind=enrol", tenant.admin_token.expose()).await;
+    let (_, list) = server
+        .get("/api/admin/tokens?kind=enrol", tenant.admin_token.expose())
+        .await;
     assert_eq!(list["total"], 1, "{list}");
 }
 
@@ -601,7 +661,10 @@ async fn the_public_url_is_what_agents_are_pointed_at() {
     .await;
     assert_eq!(answer.0, StatusCode::OK);
     let bundle = Unpacked::from(&answer.2);
-    assert_eq!(bundle.api("base_url"), "https://muster.example.com:8443/api");
+    assert_eq!(
+        bundle.api("base_url"),
+        "https://muster.example.com:8443/api"
+    );
 
     // Without one, a proxy's word on HTTPS is taken with the Host.
     let plain = TestServer::start_with_bundle_on(&backends()[0], bundle_config(dir.path())).await;
@@ -698,7 +761,9 @@ async fn the_dashboard_offers_the_bundle_behind_its_session_and_form_token() {
     // A stale form token, another site: refused.
     let refused = post(fields(&"0".repeat(64)), None).await.unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    let refused = post(fields(&form_token), Some("https://evil.example")).await.unwrap();
+    let refused = post(fields(&form_token), Some("https://evil.example"))
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
 
     let response = post(fields(&form_token), None).await.unwrap();
@@ -717,7 +782,11 @@ async fn the_dashboard_offers_the_bundle_behind_its_session_and_form_token() {
 }
 
 /// Runs the bundle's `install.sh` with `args`, `PATH` starting with `path_first` if given.
-fn run_install(bundle: &Unpacked, args: &[&str], path_first: Option<&Path>) -> std::process::Output {
+fn run_install(
+    bundle: &Unpacked,
+    args: &[&str],
+    path_first: Option<&Path>,
+) -> std::process::Output {
     let path = std::env::var("PATH").unwrap();
     let path = match path_first {
         Some(dir) => format!("{}:{path}", dir.display()),
@@ -748,11 +817,19 @@ async fn install_sh_calls_service_install_as_agreed_and_wants_root() {
     let here = bundle.root.to_str().unwrap().to_owned();
 
     // A POSIX shell reads it (dash is Debian's sh).
-    let syntax = Command::new("sh").arg("-n").arg(bundle.root.join("install.sh")).status().unwrap();
+    let syntax = Command::new("sh")
+        .arg("-n")
+        .arg(bundle.root.join("install.sh"))
+        .status()
+        .unwrap();
     assert!(syntax.success());
 
     let scratch = tempfile::tempdir().unwrap();
-    let out = run_install(&bundle, &["--root", scratch.path().to_str().unwrap(), "--sysv"], None);
+    let out = run_install(
+        &bundle,
+        &["--root", scratch.path().to_str().unwrap(), "--sysv"],
+        None,
+    );
     assert!(out.status.success(), "{out:?}");
     let args = std::fs::read_to_string(bundle.root.join("args")).unwrap();
     let expected = [
@@ -777,7 +854,10 @@ async fn install_sh_calls_service_install_as_agreed_and_wants_root() {
     std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = run_install(&bundle, &[], Some(fake.path()));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("run as root"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("run as root"),
+        "{out:?}"
+    );
     assert!(!bundle.root.join("args").exists());
     // `--root=DIR` counts as --root.
     let out = run_install(
@@ -816,7 +896,11 @@ async fn install_sh_installs_the_bundle_into_a_scratch_root() {
     .await;
     let bundle = Unpacked::from(&answer.2);
     let root = tempfile::tempdir().unwrap();
-    let out = run_install(&bundle, &["--root", root.path().to_str().unwrap(), "--no-start"], None);
+    let out = run_install(
+        &bundle,
+        &["--root", root.path().to_str().unwrap(), "--no-start"],
+        None,
+    );
     assert!(out.status.success(), "{out:?}");
 
     let config = root.path().join("etc/muster/agent.toml");
@@ -826,16 +910,32 @@ async fn install_sh_installs_the_bundle_into_a_scratch_root() {
     );
     let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
     assert!(mode == 0o600 || mode == 0o640, "agent.toml is {mode:o}");
-    let installed: Vec<PathBuf> = ["usr/bin/muster-agent", "usr/local/bin/muster-agent", "usr/sbin/muster-agent"]
-        .iter()
-        .map(|p| root.path().join(p))
-        .filter(|p| p.exists())
-        .collect();
+    let installed: Vec<PathBuf> = [
+        "usr/bin/muster-agent",
+        "usr/local/bin/muster-agent",
+        "usr/sbin/muster-agent",
+    ]
+    .iter()
+    .map(|p| root.path().join(p))
+    .filter(|p| p.exists())
+    .collect();
     assert_eq!(installed.len(), 1, "one agent binary under usr/");
-    assert_eq!(std::fs::read(&installed[0]).unwrap(), std::fs::read(&shim).unwrap());
-    assert!(std::fs::metadata(&installed[0]).unwrap().permissions().mode() & 0o111 != 0);
+    assert_eq!(
+        std::fs::read(&installed[0]).unwrap(),
+        std::fs::read(&shim).unwrap()
+    );
+    assert!(
+        std::fs::metadata(&installed[0])
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o111
+            != 0
+    );
     let unit = root.path().join("etc/systemd/system/muster-agent.service");
-    let unit_alt = root.path().join("usr/lib/systemd/system/muster-agent.service");
+    let unit_alt = root
+        .path()
+        .join("usr/lib/systemd/system/muster-agent.service");
     assert!(unit.exists() || unit_alt.exists(), "a systemd unit");
 }
 
@@ -856,7 +956,13 @@ async fn serve_speaks_sd_notify() {
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     let database = format!("sqlite://{}", dir.path().join("muster.db").display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_muster-server"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &database])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database,
+        ])
         .env("NOTIFY_SOCKET", &socket_path)
         // Pings due every 150 ms.
         .env("WATCHDOG_USEC", "300000")
@@ -887,13 +993,20 @@ async fn serve_speaks_sd_notify() {
             Some("WATCHDOG=1")
         );
     }
-    assert!(before.elapsed() < Duration::from_secs(3), "{:?}", before.elapsed());
+    assert!(
+        before.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        before.elapsed()
+    );
 
     // SIGHUP does not reload, and does not kill.
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(child.try_wait().unwrap().is_none(), "SIGHUP ended the server");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the server"
+    );
     let (status, _) = send(client().get(format!("http://{address}/healthz"))).await;
     assert_eq!(status, StatusCode::OK);
 
@@ -927,7 +1040,13 @@ fn serve_without_notify_socket_runs_as_before() {
     let address = listener.local_addr().unwrap();
     drop(listener);
     let mut child = Command::new(env!("CARGO_BIN_EXE_muster-server"))
-        .args(["serve", "--listen", &address.to_string(), "--database-url", &database])
+        .args([
+            "serve",
+            "--listen",
+            &address.to_string(),
+            "--database-url",
+            &database,
+        ])
         .env_remove("NOTIFY_SOCKET")
         .env("WATCHDOG_USEC", "300000")
         .stderr(std::process::Stdio::null())

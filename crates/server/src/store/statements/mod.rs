@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::{Conn, Db, Pool};
 use crate::store::{
-    AgentRecord, AgentRegistration, EnrolmentRefusal, HeartbeatRow, Ingested, MetricsRow, NOT_HELD, NewInventory,
-    NewToken, ReportMeta, StoreError, StoredInventory, Tenant, TokenRecord,
+    AgentRecord, AgentRegistration, EnrolmentRefusal, HeartbeatRow, Ingested, MetricsRow, NOT_HELD,
+    NewInventory, NewToken, ReportMeta, StoreError, StoredInventory, Tenant, TokenRecord,
 };
 use crate::token::TokenKind;
 
@@ -164,8 +164,15 @@ pub(in crate::store) async fn register_agent(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    use_enrolment_token(&mut tx, tenant_id, enrol_token_id, &agent.identity, &agent_id, now)
-        .await?;
+    use_enrolment_token(
+        &mut tx,
+        tenant_id,
+        enrol_token_id,
+        &agent.identity,
+        &agent_id,
+        now,
+    )
+    .await?;
     sqlx::query(
         "UPDATE tokens SET revoked_at = $1 \
          WHERE tenant_id = $2 AND agent_id = $3 AND revoked_at IS NULL",
