@@ -35,13 +35,9 @@ async fn watchdog(every: Duration) {
 }
 
 /// `shutdown`, followed by `STOPPING=1` the moment it completes.
-pub fn stopping(
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        shutdown.await;
-        daemon::notify("STOPPING=1");
-    }
+pub async fn stopping(shutdown: impl Future<Output = ()> + Send + 'static) {
+    shutdown.await;
+    daemon::notify("STOPPING=1");
 }
 
 /// Keeps SIGHUP (a unit's `ExecReload=`, a closed terminal) from killing the server, which
