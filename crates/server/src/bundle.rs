@@ -289,7 +289,12 @@ fn open_binary(agent_dir: &Path, platform: &str) -> Result<(File, u64), ApiError
             }
         ))
     };
-    let file = match File::open(agent_dir.join(format!("{BINARY_PREFIX}{platform}"))) {
+    let path = agent_dir.join(format!("{BINARY_PREFIX}{platform}"));
+    // Only a regular file is opened (opening a FIFO would block).
+    if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Err(missing());
+    }
+    let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
         Err(e) => return Err(ApiError::Internal(format!("opening the agent binary: {e}"))),

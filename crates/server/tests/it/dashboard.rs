@@ -127,7 +127,7 @@ pub async fn login(server: &TestServer, token: &str) -> String {
 }
 
 /// Runs SQL on the server's database (setting up what no API does yet, and bulk data).
-async fn sql(server: &TestServer, statement: String) {
+pub async fn sql(server: &TestServer, statement: String) {
     let url = &server.database_url;
     if url.starts_with("postgres") {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
