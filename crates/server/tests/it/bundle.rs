@@ -927,40 +927,51 @@ async fn install_sh_installs_the_bundle_into_a_scratch_root() {
     );
     assert!(out.status.success(), "{out:?}");
 
-    let config = root.path().join("etc/muster/agent.toml");
+    // Paths, owners and modes as `service install --root` (branch pkg) writes them.
+    let r = root.path();
+    let config = r.join("etc/muster/agent.toml");
     assert_eq!(
         std::fs::read(&config).unwrap(),
         std::fs::read(bundle.root.join("agent.toml")).unwrap()
     );
-    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
-    assert!(mode == 0o600 || mode == 0o640, "agent.toml is {mode:o}");
-    let installed: Vec<PathBuf> = [
-        "usr/bin/muster-agent",
-        "usr/local/bin/muster-agent",
-        "usr/sbin/muster-agent",
-    ]
-    .iter()
-    .map(|p| root.path().join(p))
-    .filter(|p| p.exists())
-    .collect();
-    assert_eq!(installed.len(), 1, "one agent binary under usr/");
+    let group = std::fs::read_to_string(r.join("etc/group")).unwrap();
+    let gid: u32 = group
+        .lines()
+        .find_map(|l| l.strip_prefix("muster:x:"))
+        .and_then(|rest| rest.split(':').next())
+        .expect("the muster group")
+        .parse()
+        .unwrap();
+    let meta = std::fs::metadata(&config).unwrap();
+    use std::os::unix::fs::MetadataExt;
     assert_eq!(
-        std::fs::read(&installed[0]).unwrap(),
-        std::fs::read(&shim).unwrap()
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o640, 0, gid)
     );
     assert!(
-        std::fs::metadata(&installed[0])
+        std::fs::read_to_string(r.join("etc/passwd"))
             .unwrap()
-            .permissions()
-            .mode()
-            & 0o111
-            != 0
+            .lines()
+            .any(|l| l.starts_with("muster:x:")),
+        "the muster user"
     );
-    let unit = root.path().join("etc/systemd/system/muster-agent.service");
-    let unit_alt = root
-        .path()
-        .join("usr/lib/systemd/system/muster-agent.service");
-    assert!(unit.exists() || unit_alt.exists(), "a systemd unit");
+    let binary = r.join("usr/local/bin/muster-agent");
+    assert_eq!(
+        std::fs::read(&binary).unwrap(),
+        std::fs::read(&shim).unwrap()
+    );
+    assert_eq!(std::fs::metadata(&binary).unwrap().mode() & 0o7777, 0o755);
+    let unit = std::fs::read_to_string(r.join("etc/systemd/system/muster-agent.service")).unwrap();
+    assert!(unit.contains("/usr/local/bin/muster-agent"), "{unit}");
+    assert!(
+        std::fs::symlink_metadata(
+            r.join("etc/systemd/system/multi-user.target.wants/muster-agent.service")
+        )
+        .unwrap()
+        .file_type()
+        .is_symlink(),
+        "enabled"
+    );
 }
 
 // ----- sd_notify ------------------------------------------------------------------------
