@@ -164,15 +164,6 @@ pub(in crate::store) async fn register_agent(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    use_enrolment_token(
-        &mut tx,
-        tenant_id,
-        enrol_token_id,
-        &agent.identity,
-        &agent_id,
-        now,
-    )
-    .await?;
     sqlx::query(
         "UPDATE tokens SET revoked_at = $1 \
          WHERE tenant_id = $2 AND agent_id = $3 AND revoked_at IS NULL",
@@ -189,6 +180,17 @@ pub(in crate::store) async fn register_agent(
     );
     insert_token(&mut tx, tenant_id, &token, now).await?;
     sync_software_hostname(&mut tx, tenant_id, &agent_id, &agent.hostname).await?;
+    // Last before the commit: on PostgreSQL a use takes the enrolment token's row lock, which
+    // every registration with that token waits for, so it is held for the commit only.
+    use_enrolment_token(
+        &mut tx,
+        tenant_id,
+        enrol_token_id,
+        &agent.identity,
+        &agent_id,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     let created = agent_id == new_id;
     Ok((agent_id, created))
