@@ -329,6 +329,16 @@ async fn ingest_costs(store: &Store, path: &std::path::Path) {
     let mut delta = Vec::new();
     let mut unchanged = Vec::new();
     let mut made = Vec::new();
+    // Registration counts its uses of an enrolment token, which must exist.
+    let enrol = muster_server::store::NewToken::new(
+        muster_server::token::TokenKind::Enrol,
+        format!("{:064x}", u64::MAX),
+        None,
+    );
+    store
+        .create_token(TENANT, &enrol, Some("bench"), 0)
+        .await
+        .unwrap();
     for k in 0..20u64 {
         let registration = AgentRegistration {
             identity: format!("bench-ingest:{k}"),
@@ -342,7 +352,7 @@ async fn ingest_costs(store: &Store, path: &std::path::Path) {
             agent_version: None,
         };
         let (agent, _) = store
-            .register_agent(TENANT, &registration, &format!("{k:064x}"), 0)
+            .register_agent(TENANT, &registration, &enrol.id, &format!("{k:064x}"), 0)
             .await
             .unwrap();
         made.push(agent.clone());

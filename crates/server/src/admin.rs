@@ -59,17 +59,34 @@ pub enum AdminError {
 /// Longest token name, bytes.
 pub const MAX_TOKEN_NAME_LEN: usize = 255;
 
-/// Creates an admin or enrolment token for the tenant, expiring at `expires_at` (unix
-/// seconds, after `now`) if given. Returns what is stored and the token in the clear, which
-/// is shown this once. Agent tokens come only from registration.
+/// The most registrations one enrolment token may be limited to (more is "unlimited").
+pub const MAX_TOKEN_USES: i64 = 1_000_000;
+
+/// Limits on a new token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenLimits {
+    /// Unix seconds after `now`; `None`: never expires.
+    pub expires_at: Option<i64>,
+    /// Enrolment tokens only: how many agents may register with it (1 is single-use);
+    /// `None`: any number. A re-registration of an agent already counted is not a use.
+    pub max_uses: Option<i64>,
+}
+
+/// Creates an admin or enrolment token for the tenant with `limits`. Returns what is stored
+/// and the token in the clear, which is shown this once. Agent tokens come only from
+/// registration.
 pub async fn create_token(
     store: &Store,
     tenant_id: &str,
     kind: TokenKind,
     name: Option<&str>,
-    expires_at: Option<i64>,
+    limits: TokenLimits,
     now: i64,
 ) -> Result<(TokenInfo, Token), AdminError> {
+    let TokenLimits {
+        expires_at,
+        max_uses,
+    } = limits;
     if kind == TokenKind::Agent {
         return Err(AdminError::Invalid(
             "agent tokens are issued by registration; create `admin` or `enrol` tokens".into(),
@@ -86,9 +103,22 @@ pub async fn create_token(
             "the expiry is not in the future".into(),
         ));
     }
+    if let Some(uses) = max_uses {
+        if kind != TokenKind::Enrol {
+            return Err(AdminError::Invalid(
+                "only enrolment tokens have a number of uses".into(),
+            ));
+        }
+        if !(1..=MAX_TOKEN_USES).contains(&uses) {
+            return Err(AdminError::Invalid(format!(
+                "the number of uses must be from 1 to {MAX_TOKEN_USES}, got {uses}"
+            )));
+        }
+    }
     let token = Token::generate(kind);
     let mut new = NewToken::new(kind, token.hash(), None);
     new.expires_at = expires_at;
+    new.max_uses = max_uses;
     let info = store.create_token(tenant_id, &new, name, now).await?;
     Ok((info, token))
 }

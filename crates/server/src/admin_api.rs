@@ -766,6 +766,11 @@ pub struct TokenView {
     pub revoked_at: Option<Timestamp>,
     /// Admin and enrolment tokens, to the minute.
     pub last_used_at: Option<Timestamp>,
+    /// Enrolment tokens: how many agents may register with it; `null`: any number.
+    pub max_uses: Option<i64>,
+    /// Enrolment tokens: how many agents have registered with it (an agent registering again
+    /// with the same token is counted once).
+    pub uses: i64,
 }
 
 impl From<TokenInfo> for TokenView {
@@ -779,6 +784,8 @@ impl From<TokenInfo> for TokenView {
             expires_at: t.expires_at.map(time),
             revoked_at: t.revoked_at.map(time),
             last_used_at: t.last_used_at.map(time),
+            max_uses: t.max_uses,
+            uses: t.uses,
         }
     }
 }
@@ -842,6 +849,9 @@ pub struct CreateTokenRequest {
     /// When it stops working; at most one of `expires_at` and `expires_in_s`. Neither: never.
     pub expires_at: Option<Timestamp>,
     pub expires_in_s: Option<u64>,
+    /// Enrolment tokens only: how many agents may register with it (1: single-use). Absent:
+    /// any number. An agent registering again with the same token is not a new use.
+    pub max_uses: Option<i64>,
 }
 
 /// A token just created: the only answer that carries the token itself.
@@ -861,7 +871,7 @@ pub struct CreatedToken {
         (status = 201, description = "The token, shown this once", body = CreatedToken),
         (status = 400, description = "Not JSON", body = muster_proto::api::ApiError),
         (status = 401, description = "No valid admin token", body = muster_proto::api::ApiError),
-        (status = 422, description = "A bad kind, name or expiry", body = muster_proto::api::ApiError),
+        (status = 422, description = "A bad kind, name, expiry or number of uses", body = muster_proto::api::ApiError),
     ),
     security(("bearer" = []))
 )]
@@ -878,21 +888,19 @@ pub async fn create_token(
             ));
         }
         (Some(at), None) => Some(at.as_second()),
-        (None, Some(seconds)) => Some(
-            i64::try_from(seconds)
-                .ok()
-                .and_then(|s| now.checked_add(s))
-                .filter(|at| Timestamp::from_second(*at).is_ok())
-                .ok_or_else(|| ApiError::Unprocessable("`expires_in_s` is too large".into()))?,
-        ),
+        (None, Some(seconds)) => Some(expiry_in(now, seconds)?),
         (None, None) => None,
+    };
+    let limits = crate::admin::TokenLimits {
+        expires_at,
+        max_uses: request.max_uses,
     };
     let (info, token) = crate::admin::create_token(
         &state.store,
         &caller.tenant_id,
         request.kind.into(),
         request.name.as_deref(),
-        expires_at,
+        limits,
         now,
     )
     .await?;
@@ -904,6 +912,15 @@ pub async fn create_token(
             token: token.expose().to_owned(),
         }),
     ))
+}
+
+/// `now` plus `seconds`, as unix seconds a timestamp can hold; 422 otherwise.
+pub fn expiry_in(now: i64, seconds: u64) -> Result<i64, ApiError> {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|s| now.checked_add(s))
+        .filter(|at| Timestamp::from_second(*at).is_ok())
+        .ok_or_else(|| ApiError::Unprocessable("`expires_in_s` is too large".into()))
 }
 
 /// A token just revoked.

@@ -89,7 +89,7 @@ fn check_agent(caller: &AgentCaller, named: &str) -> Result<(), ApiError> {
     request_body = RegisterRequest,
     responses(
         (status = 200, description = "The agent's id and token", body = RegisterResponse),
-        (status = 401, description = "No valid enrolment token", body = muster_proto::api::ApiError),
+        (status = 401, description = "No valid enrolment token; the message says when it has expired, been revoked or been used up", body = muster_proto::api::ApiError),
         (status = 403, description = "The token is another tenant's", body = muster_proto::api::ApiError),
         (status = 422, description = "A bad field", body = muster_proto::api::ApiError),
     ),
@@ -162,6 +162,7 @@ pub async fn register(
         .register_agent(
             &caller.tenant_id,
             &registration,
+            &caller.token_id,
             &token.hash(),
             now().as_second(),
         )

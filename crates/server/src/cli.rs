@@ -120,6 +120,10 @@ pub enum TokenCommand {
         /// no expiry.
         #[arg(long, value_parser = parse_expires_in)]
         expires_in: Option<i64>,
+        /// Enrolment tokens: how many agents may register with it (1: single-use). Default:
+        /// any number. An agent registering again with the same token is not a new use.
+        #[arg(long, value_name = "N")]
+        max_uses: Option<i64>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -214,7 +218,15 @@ pub async fn execute(
                 ),
                 None => None,
             };
-            crate::run_with_metrics(config, listener, metrics_listener, shutdown).await?;
+            crate::systemd::ignore_sighup();
+            crate::serve(
+                config,
+                listener,
+                metrics_listener,
+                crate::systemd::stopping(shutdown),
+                crate::systemd::ready,
+            )
+            .await?;
             Ok(())
         }
         Command::Admin(args) => admin(args).await,
@@ -312,6 +324,8 @@ fn token_json(token: &crate::store::TokenInfo) -> serde_json::Value {
         "expires_at": token.expires_at.map(rfc3339),
         "revoked_at": token.revoked_at.map(rfc3339),
         "last_used_at": token.last_used_at.map(rfc3339),
+        "max_uses": token.max_uses,
+        "uses": token.uses,
     })
 }
 
@@ -332,6 +346,7 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<(
             kind,
             name,
             expires_in,
+            max_uses,
             json,
         } => {
             let tenant = tenant_of(&tenant).await?;
@@ -344,7 +359,10 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<(
                 &tenant.id,
                 kind,
                 name.as_deref(),
-                expires_in.map(|s| now + s),
+                crate::admin::TokenLimits {
+                    expires_at: expires_in.map(|s| now + s),
+                    max_uses,
+                },
                 now,
             )
             .await
@@ -361,6 +379,9 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<(
                     "expires:   {}",
                     info.expires_at.map_or("never".to_owned(), rfc3339)
                 );
+                if let Some(max) = info.max_uses {
+                    println!("uses:      0 of {max}");
+                }
                 println!("token:     {}", token.expose());
                 println!();
                 println!("The token is shown this once; the server keeps only its hash.");
@@ -399,12 +420,21 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<(
                         (None, Some(at)) => format!("expires {}", rfc3339(at)),
                         (None, None) => "live".to_owned(),
                     };
+                    let uses = match (t.kind, t.max_uses) {
+                        (TokenKind::Enrol, Some(max)) if t.uses >= max => {
+                            format!("used up ({} of {max})", t.uses)
+                        }
+                        (TokenKind::Enrol, Some(max)) => format!("uses {} of {max}", t.uses),
+                        (TokenKind::Enrol, None) => format!("uses {}", t.uses),
+                        _ => "-".to_owned(),
+                    };
                     println!(
-                        "{}  {:<5}  {}  {}  {}",
+                        "{}  {:<5}  {}  {}  {}  {}",
                         t.id,
                         t.kind.as_str(),
                         rfc3339(t.created_at),
                         state,
+                        uses,
                         t.name.as_deref().unwrap_or("-")
                     );
                 }

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -31,6 +31,20 @@ pub struct ServerConfig {
     pub database_url: String,
     pub limits: Limits,
     pub retention: Retention,
+    /// The enrolment bundle: where the agent binaries are, the server's public URL.
+    pub bundle: BundleConfig,
+}
+
+/// What the enrolment bundle (`bundle.rs`) is made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleConfig {
+    /// `[server] public_url`: the server's URL as agents reach it (`https://muster.example.com`,
+    /// no path); the bundle's `agent.toml` points at `<public_url>/api`. `None`: the scheme and
+    /// `Host` of the request that asks for the bundle.
+    pub public_url: Option<String>,
+    /// `[bundle] agent_dir`: built agent binaries named `muster-agent-<platform>`
+    /// (`muster-agent-linux-x86_64`). `None`: no bundles (404).
+    pub agent_dir: Option<PathBuf>,
 }
 
 /// Bounds on what a request may cost.
@@ -108,6 +122,7 @@ impl Default for ServerConfig {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             limits: Limits::default(),
             retention: Retention::default(),
+            bundle: BundleConfig::default(),
         }
     }
 }
@@ -134,6 +149,13 @@ struct FileConfig {
     alerts: AlertsSection,
     dashboard: DashboardSection,
     commands: CommandsSection,
+    bundle: BundleSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct BundleSection {
+    agent_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +186,7 @@ struct ServerSection {
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
     database_url: Option<String>,
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,6 +243,16 @@ impl ServerConfig {
                 return Err("[server] database_url: must not be empty".into());
             }
             config.database_url = url;
+        }
+        if let Some(url) = file.server.public_url {
+            config.bundle.public_url =
+                Some(public_url(&url).map_err(|e| format!("[server] public_url: {e}"))?);
+        }
+        if let Some(dir) = file.bundle.agent_dir {
+            if dir.as_os_str().is_empty() {
+                return Err("[bundle] agent_dir: must not be empty".into());
+            }
+            config.bundle.agent_dir = Some(dir);
         }
         if let Some(bytes) = file.limits.max_body_bytes {
             if !BODY_LIMIT_RANGE.contains(&bytes) {
@@ -333,6 +366,30 @@ impl ServerConfig {
     }
 }
 
+/// A public URL checked: `http://` or `https://`, a host, no credentials, query, fragment or
+/// path (a trailing `/` is dropped).
+pub fn public_url(text: &str) -> Result<String, String> {
+    let text = text.trim().trim_end_matches('/');
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty() {
+        return Err("has no host".into());
+    }
+    if rest.contains(['/', '?', '#', '@'])
+        || rest.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(
+            "must be a scheme and a host (and port) only: no path, credentials, query or fragment"
+                .into(),
+        );
+    }
+    rest.parse::<axum::http::uri::Authority>()
+        .map_err(|e| format!("`{rest}` is not a host: {e}"))?;
+    Ok(text.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +410,7 @@ mod tests {
             listen = "0.0.0.0:8080"
             metrics_listen = "127.0.0.1:9464"
             database_url = "postgres://muster@db/muster"
+            public_url = "https://muster.example.com:8443/"
             [limits]
             max_body_bytes = 2048
             agent_requests_per_minute = 0
@@ -368,6 +426,8 @@ mod tests {
             lease_s = 30
             sweep_interval_s = 5
             max_targets = 500
+            [bundle]
+            agent_dir = "/srv/muster/agents"
             [retention]
             metrics_days = 7
             reports_days = 2
@@ -395,6 +455,14 @@ mod tests {
         assert_eq!(config.limits.command_lease, Duration::from_secs(30));
         assert_eq!(config.limits.command_sweep_interval, Duration::from_secs(5));
         assert_eq!(config.limits.max_command_targets, 500);
+        assert_eq!(
+            config.bundle.public_url.as_deref(),
+            Some("https://muster.example.com:8443")
+        );
+        assert_eq!(
+            config.bundle.agent_dir.as_deref(),
+            Some(Path::new("/srv/muster/agents"))
+        );
     }
 
     #[test]
@@ -416,6 +484,21 @@ mod tests {
                 "[commands] sweep_interval_s",
             ),
             ("[commands]\nmax_targets = 0", "[commands] max_targets"),
+            (
+                "[server]\npublic_url = \"muster.example\"",
+                "[server] public_url",
+            ),
+            ("[server]\npublic_url = \"https://\"", "[server] public_url"),
+            (
+                "[server]\npublic_url = \"https://a.example/api\"",
+                "[server] public_url",
+            ),
+            (
+                "[server]\npublic_url = \"https://u:p@a.example\"",
+                "[server] public_url",
+            ),
+            ("[bundle]\nagent_dir = \"\"", "[bundle] agent_dir"),
+            ("[bundle]\nagentdir = \"x\"", "unknown field `agentdir`"),
         ] {
             let error = ServerConfig::parse(text).unwrap_err();
             assert!(error.contains(expected), "{text:?}: {error}");

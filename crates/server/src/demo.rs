@@ -125,7 +125,9 @@ async fn demo_tokens(store: &Store, data_dir: &Path) -> anyhow::Result<DemoToken
     let tokens = match crate::admin::find_tenant(store, DEMO_TENANT).await? {
         Some(tenant) => {
             let now = jiff::Timestamp::now().as_second();
-            let token = |kind| crate::admin::create_token(store, &tenant.id, kind, None, None, now);
+            let token = |kind| {
+                crate::admin::create_token(store, &tenant.id, kind, None, Default::default(), now)
+            };
             let (_, enrol) = token(TokenKind::Enrol).await?;
             let (_, admin) = token(TokenKind::Admin).await?;
             DemoTokens {

@@ -95,6 +95,7 @@ impl From<&StoreError> for ApiError {
         match e {
             StoreError::Conflict(message) => ApiError::Conflict(message.clone()),
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            StoreError::Enrolment(refusal) => ApiError::Unauthorized(refusal.message()),
             StoreError::Database(sqlx::Error::PoolTimedOut) => {
                 ApiError::Unavailable("the database is busy".into())
             }

@@ -38,6 +38,8 @@ pub struct UnmeteredAgent(pub AgentCaller);
 #[derive(Debug, Clone)]
 pub struct EnrolCaller {
     pub tenant_id: String,
+    /// The enrolment token's id: registration counts its uses.
+    pub token_id: String,
 }
 
 impl FromRequestParts<AppState> for AgentCaller {
@@ -84,6 +86,7 @@ impl FromRequestParts<AppState> for EnrolCaller {
         let record = authenticate(parts, state, TokenKind::Enrol).await?;
         Ok(EnrolCaller {
             tenant_id: record.tenant_id,
+            token_id: record.id,
         })
     }
 }
@@ -162,10 +165,17 @@ async fn check_token(
     let record = state.store.find_token(hash).await?.ok_or(INVALID)?;
     // The look-up went through an index on the hash; comparing again in constant time keeps
     // the decision itself free of timing differences.
-    if !hashes_equal(&record.hash, hash) || !record.is_live(kind, now) {
+    if !hashes_equal(&record.hash, hash) || record.kind != kind {
         return Err(INVALID);
     }
-    Ok(record)
+    match record.refusal(now) {
+        None => Ok(record),
+        // An enrolment token's holder (who proved they have it) is told why it stopped
+        // working (expired, revoked), so an installer can say so; that reveals nothing about
+        // any other token. Other kinds get the one 401.
+        Some(refusal) if kind == TokenKind::Enrol => Err(ApiError::Unauthorized(refusal.message())),
+        Some(_) => Err(INVALID),
+    }
 }
 
 /// How stale a token's `last_used_at` may get before a request refreshes it, seconds.

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod admin_api;
 pub mod api;
+pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod commands_api;
@@ -21,6 +22,7 @@ pub mod inventory;
 pub mod openapi;
 pub mod ops;
 pub mod store;
+pub mod systemd;
 pub mod token;
 pub mod token_cache;
 pub mod version;
@@ -35,7 +37,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::info;
 
-pub use config::{Limits, ServerConfig};
+pub use config::{BundleConfig, Limits, ServerConfig};
 use error::ApiError;
 use heartbeats::HeartbeatWriter;
 use ops::Ops;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub agent_tokens: Arc<TokenCache>,
     /// The commands' long-poll waiters and tenants' signers.
     pub commands: Arc<commands::CommandHub>,
+    /// What enrolment bundles are made of.
+    pub bundle: Arc<BundleConfig>,
 }
 
 impl AppState {
@@ -70,7 +74,14 @@ impl AppState {
             heartbeats,
             agent_tokens,
             commands: Arc::default(),
+            bundle: Arc::default(),
         }
+    }
+
+    /// The state with enrolment bundles made from `bundle`.
+    pub fn with_bundle(mut self, bundle: BundleConfig) -> AppState {
+        self.bundle = Arc::new(bundle);
+        self
     }
 }
 
@@ -90,7 +101,9 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .route("/api/openapi.json", get(openapi::serve))
         .nest(
             "/api/admin",
-            admin_api::router().merge(commands_api::router()),
+            admin_api::router()
+                .merge(commands_api::router())
+                .merge(bundle::router()),
         )
         .nest("/api", api::router())
         .merge(dashboard::router_with(dashboard::DashboardConfig {
@@ -139,9 +152,22 @@ pub async fn run_with_metrics(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve(config, listener, metrics_listener, shutdown, |_| {}).await
+}
+
+/// [`run_with_metrics`], calling `ready` with the address once the database is open (its
+/// migrations applied) and requests are about to be served: `muster-server serve` tells
+/// systemd there (`systemd.rs`).
+pub async fn serve(
+    config: ServerConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(std::net::SocketAddr) + Send,
+) -> Result<(), ServerError> {
     let store = Store::open(&config.database_url).await?;
     let address = listener.local_addr()?;
-    let state = AppState::new(store.clone(), config.limits);
+    let state = AppState::new(store.clone(), config.limits).with_bundle(config.bundle.clone());
     info!(
         address = %address,
         rate_limit = %ops::describe_limit(&config.limits),
@@ -166,6 +192,8 @@ pub async fn run_with_metrics(
         None => None,
     };
     let app = router(state.clone(), metrics_server.is_none());
+    // The listener is bound and accepting (connections queue until `serve` takes them).
+    ready(address);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

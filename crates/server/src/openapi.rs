@@ -39,6 +39,7 @@ use crate::{admin_api, api, commands_api};
         admin_api::list_tokens,
         admin_api::create_token,
         admin_api::revoke_token,
+        crate::bundle::get_bundle,
         commands_api::create_command,
         commands_api::list_commands,
         commands_api::get_command,

@@ -134,6 +134,8 @@ mod tests {
             expires_at,
             revoked_at: None,
             last_used_at: None,
+            max_uses: None,
+            uses: 0,
         }
     }
 

@@ -130,7 +130,7 @@ impl CommandForm {
 }
 
 /// Checks a posted form's origin and token; the session, or the answer to give instead.
-async fn form_session(
+pub(super) async fn form_session(
     headers: &HeaderMap,
     state: &AppState,
     form_token: &str,

@@ -10,6 +10,7 @@
 //! the same at 10 agents as at 10,000. A section whose data cannot be read (its store call
 //! fails) says "unavailable" and is logged; the rest of the page still renders.
 
+pub mod bundle;
 pub mod chart;
 pub mod commands;
 pub mod format;
@@ -94,6 +95,7 @@ pub fn router_with(config: DashboardConfig) -> Router<AppState> {
         )
         .route("/commands/{id}", get(commands::show))
         .route("/commands/{id}/cancel", post(commands::cancel))
+        .route("/bundle", get(bundle::page).post(bundle::download))
         .route("/login", get(login_page).post(login))
         // A logout link followed (rather than the form posted) changes nothing.
         .route("/logout", post(logout).get(|| async { Redirect::to("/") }))
@@ -151,7 +153,7 @@ impl PageError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> PageError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> PageError {
         PageError::new(StatusCode::BAD_REQUEST, message)
     }
 
@@ -254,7 +256,7 @@ pub struct Nav {
 }
 
 impl Nav {
-    fn of(session: &Session, current: &'static str) -> Nav {
+    pub(crate) fn of(session: &Session, current: &'static str) -> Nav {
         Nav {
             logged_in: true,
             form_token: session.form_token.clone(),

@@ -66,6 +66,10 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
     /// Admin and enrolment tokens only, to the minute.
     pub last_used_at: Option<i64>,
+    /// Enrolment tokens: the most agents that may register with it (`None`: any number).
+    pub max_uses: Option<i64>,
+    /// Enrolment tokens: the agents that registered with it, each counted once.
+    pub uses: i64,
 }
 
 /// Which of a tenant's tokens to list, one page of them, oldest first.

@@ -38,6 +38,31 @@ pub enum StoreError {
     /// A stored value the code cannot read back (a bug or a hand-edited database).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A registration the enrolment token no longer allows.
+    #[error("{}", .0.message())]
+    Enrolment(EnrolmentRefusal),
+}
+
+/// Why an enrolment token refused a registration. Its holder proved they have the token, so
+/// saying which limit it hit tells them nothing about other tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrolmentRefusal {
+    Expired,
+    UsedUp,
+    Revoked,
+}
+
+impl EnrolmentRefusal {
+    /// The 401's message.
+    pub fn message(self) -> &'static str {
+        match self {
+            EnrolmentRefusal::Expired => "the enrolment token has expired",
+            EnrolmentRefusal::UsedUp => {
+                "the enrolment token has been used up: every registration it allows was made"
+            }
+            EnrolmentRefusal::Revoked => "the enrolment token has been revoked",
+        }
+    }
 }
 
 /// A tenant: one customer's fleet, tokens and data.
@@ -56,6 +81,8 @@ pub struct NewToken {
     pub hash: String,
     pub agent_id: Option<String>,
     pub expires_at: Option<i64>,
+    /// Enrolment tokens: how many agents may register with it; `None`: any number.
+    pub max_uses: Option<i64>,
 }
 
 impl NewToken {
@@ -66,6 +93,7 @@ impl NewToken {
             hash,
             agent_id,
             expires_at: None,
+            max_uses: None,
         }
     }
 }
@@ -82,13 +110,28 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
     /// Unix seconds; kept for admin and enrolment tokens only, to the minute.
     pub last_used_at: Option<i64>,
+    /// Enrolment tokens: the most registrations allowed (`None`: any number) and those made.
+    pub max_uses: Option<i64>,
+    pub uses: i64,
 }
 
 impl TokenRecord {
     /// Whether the token lets its holder act as `kind` at `now` (unix seconds): of that kind,
-    /// not revoked, not expired.
+    /// not revoked, not expired. (An enrolment token's uses are counted by registration itself,
+    /// atomically: `Store::register_agent`.)
     pub fn is_live(&self, kind: TokenKind, now: i64) -> bool {
-        self.kind == kind && self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+        self.kind == kind && self.refusal(now).is_none()
+    }
+
+    /// Why the token no longer works at `now`, if it does not: revoked or expired.
+    pub fn refusal(&self, now: i64) -> Option<EnrolmentRefusal> {
+        if self.revoked_at.is_some() {
+            Some(EnrolmentRefusal::Revoked)
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            Some(EnrolmentRefusal::Expired)
+        } else {
+            None
+        }
     }
 }
 
@@ -314,17 +357,26 @@ impl Store {
         on_backend!(self, find_token(hash))
     }
 
-    /// Registers an agent, or finds it again by its identity, and gives it `token` (revoking
-    /// its earlier tokens: an agent has one live token). Returns the agent id and whether the
-    /// agent is new.
+    /// Registers an agent with the enrolment token `enrol_token_id`, or finds it again by its
+    /// identity, and gives it `token` (revoking its earlier tokens: an agent has one live
+    /// token). Returns the agent id and whether the agent is new.
+    ///
+    /// The first registration of an identity with an enrolment token is one of the token's
+    /// uses, counted in the same transaction only while the token is live and has uses left
+    /// (else [`StoreError::Enrolment`], and nothing is stored); registering that identity again
+    /// with the same token uses nothing.
     pub async fn register_agent(
         &self,
         tenant_id: &str,
         agent: &AgentRegistration,
+        enrol_token_id: &str,
         token_hash: &str,
         now: i64,
     ) -> Result<(String, bool), StoreError> {
-        on_backend!(self, write register_agent(tenant_id, agent, token_hash, now))
+        on_backend!(
+            self,
+            write register_agent(tenant_id, agent, enrol_token_id, token_hash, now)
+        )
     }
 
     /// Records a heartbeat: last seen, version, health and the interval the agent promises

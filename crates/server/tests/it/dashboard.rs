@@ -106,7 +106,7 @@ async fn post_form(
     read(request).await
 }
 
-fn encode(text: &str) -> String {
+pub fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -118,7 +118,7 @@ fn encode(text: &str) -> String {
 }
 
 /// Logs in with `token`; returns the `Cookie` header value that carries the session.
-async fn login(server: &TestServer, token: &str) -> String {
+pub async fn login(server: &TestServer, token: &str) -> String {
     let page = post_form(server, "/login", None, &[("token", token)], &[]).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     assert_eq!(page.location(), Some("/"));
@@ -127,7 +127,7 @@ async fn login(server: &TestServer, token: &str) -> String {
 }
 
 /// Runs SQL on the server's database (setting up what no API does yet, and bulk data).
-async fn sql(server: &TestServer, statement: String) {
+pub async fn sql(server: &TestServer, statement: String) {
     let url = &server.database_url;
     if url.starts_with("postgres") {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();

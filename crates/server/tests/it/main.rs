@@ -4,6 +4,7 @@
 mod admin;
 mod agent;
 mod api;
+mod bundle;
 mod cli;
 mod commands;
 mod dashboard;

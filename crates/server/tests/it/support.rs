@@ -9,7 +9,7 @@ use std::sync::Once;
 use jiff::Timestamp;
 use muster_server::admin::CreatedTenant;
 use muster_server::store::Store;
-use muster_server::{Limits, ServerConfig};
+use muster_server::{BundleConfig, Limits, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
@@ -134,6 +134,19 @@ impl TestServer {
     }
 
     pub async fn start_with_on(backend: &Backend, limits: Limits) -> TestServer {
+        TestServer::start_configured_on(backend, limits, BundleConfig::default()).await
+    }
+
+    /// A server making enrolment bundles from `bundle`.
+    pub async fn start_with_bundle_on(backend: &Backend, bundle: BundleConfig) -> TestServer {
+        TestServer::start_configured_on(backend, Limits::default(), bundle).await
+    }
+
+    pub async fn start_configured_on(
+        backend: &Backend,
+        limits: Limits,
+        bundle: BundleConfig,
+    ) -> TestServer {
         let (database, database_url) = TestDatabase::create(backend).await;
         let store = Store::open(&database_url).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -142,6 +155,7 @@ impl TestServer {
             listen: listener.local_addr().unwrap(),
             database_url: database_url.clone(),
             limits,
+            bundle,
             ..ServerConfig::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();

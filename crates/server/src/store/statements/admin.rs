@@ -189,7 +189,7 @@ pub(in crate::store) async fn metrics_window(
 }
 
 const TOKEN_COLUMNS: &str =
-    "id, kind, name, agent_id, created_at, expires_at, revoked_at, last_used_at";
+    "id, kind, name, agent_id, created_at, expires_at, revoked_at, last_used_at, max_uses, uses";
 
 /// A token row; `kind` is checked on the way out.
 #[derive(sqlx::FromRow)]
@@ -202,6 +202,8 @@ struct TokenRow {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     last_used_at: Option<i64>,
+    max_uses: Option<i64>,
+    uses: i64,
 }
 
 impl TryFrom<TokenRow> for TokenInfo {
@@ -218,6 +220,8 @@ impl TryFrom<TokenRow> for TokenInfo {
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
             last_used_at: row.last_used_at,
+            max_uses: row.max_uses,
+            uses: row.uses,
         })
     }
 }
@@ -230,8 +234,9 @@ pub(in crate::store) async fn create_token(
     now: i64,
 ) -> Result<TokenInfo, StoreError> {
     let row: TokenRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tokens (id, tenant_id, kind, hash, agent_id, created_at, expires_at, name) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {TOKEN_COLUMNS}"
+        "INSERT INTO tokens (id, tenant_id, kind, hash, agent_id, created_at, expires_at, name, \
+             max_uses) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {TOKEN_COLUMNS}"
     )))
     .bind(&token.id)
     .bind(tenant_id)
@@ -241,6 +246,7 @@ pub(in crate::store) async fn create_token(
     .bind(now)
     .bind(token.expires_at)
     .bind(name)
+    .bind(token.max_uses)
     .fetch_one(pool)
     .await?;
     row.try_into()

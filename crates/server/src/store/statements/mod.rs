@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::{Conn, Db, Pool};
 use crate::store::{
-    AgentRecord, AgentRegistration, HeartbeatRow, Ingested, MetricsRow, NOT_HELD, NewInventory,
-    NewToken, ReportMeta, StoreError, StoredInventory, Tenant, TokenRecord,
+    AgentRecord, AgentRegistration, EnrolmentRefusal, HeartbeatRow, Ingested, MetricsRow, NOT_HELD,
+    NewInventory, NewToken, ReportMeta, StoreError, StoredInventory, Tenant, TokenRecord,
 };
 use crate::token::TokenKind;
 
@@ -65,8 +65,9 @@ async fn insert_token(
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO tokens (id, tenant_id, kind, hash, agent_id, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO tokens (id, tenant_id, kind, hash, agent_id, created_at, expires_at, \
+             max_uses) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&token.id)
     .bind(tenant_id)
@@ -75,6 +76,7 @@ async fn insert_token(
     .bind(&token.agent_id)
     .bind(now)
     .bind(token.expires_at)
+    .bind(token.max_uses)
     .execute(tx)
     .await?;
     Ok(())
@@ -100,7 +102,8 @@ pub(in crate::store) async fn find_token(
     hash: &str,
 ) -> Result<Option<TokenRecord>, StoreError> {
     let Some(row) = sqlx::query(
-        "SELECT id, tenant_id, kind, hash, agent_id, expires_at, revoked_at, last_used_at \
+        "SELECT id, tenant_id, kind, hash, agent_id, expires_at, revoked_at, last_used_at, \
+             max_uses, uses \
          FROM tokens WHERE hash = $1",
     )
     .bind(hash)
@@ -120,6 +123,8 @@ pub(in crate::store) async fn find_token(
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
     }))
 }
 
@@ -127,6 +132,7 @@ pub(in crate::store) async fn register_agent(
     pool: &Pool,
     tenant_id: &str,
     agent: &AgentRegistration,
+    enrol_token_id: &str,
     token_hash: &str,
     now: i64,
 ) -> Result<(String, bool), StoreError> {
@@ -174,9 +180,85 @@ pub(in crate::store) async fn register_agent(
     );
     insert_token(&mut tx, tenant_id, &token, now).await?;
     sync_software_hostname(&mut tx, tenant_id, &agent_id, &agent.hostname).await?;
+    // Last before the commit: on PostgreSQL a use takes the enrolment token's row lock, which
+    // every registration with that token waits for, so it is held for the commit only.
+    use_enrolment_token(
+        &mut tx,
+        tenant_id,
+        enrol_token_id,
+        &agent.identity,
+        &agent_id,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     let created = agent_id == new_id;
     Ok((agent_id, created))
+}
+
+/// Counts the registration of `identity` as a use of the enrolment token, unless that identity
+/// registered with it before. A new use is taken only while the token is live and has uses
+/// left, by one conditional `UPDATE` of the token's row: on PostgreSQL a second registration
+/// racing for the last use waits for the first's row lock and then finds the condition false;
+/// on SQLite the one writer serializes them. A refusal is an `Err`, which drops (rolls back)
+/// the caller's transaction, agent row included.
+async fn use_enrolment_token(
+    tx: &mut Conn,
+    tenant_id: &str,
+    token_id: &str,
+    identity: &str,
+    agent_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let first = sqlx::query(
+        "INSERT INTO enrolment_uses (token_id, tenant_id, identity, agent_id, used_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_id, identity) DO NOTHING",
+    )
+    .bind(token_id)
+    .bind(tenant_id)
+    .bind(identity)
+    .bind(agent_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if first.rows_affected() == 0 {
+        // Registered with this token before: idempotent, no use taken. The caller checked
+        // that the token is live.
+        return Ok(());
+    }
+    let taken = sqlx::query(
+        "UPDATE tokens SET uses = uses + 1 \
+         WHERE id = $1 AND tenant_id = $2 AND kind = 'enrol' AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $3) \
+             AND (max_uses IS NULL OR uses < max_uses)",
+    )
+    .bind(token_id)
+    .bind(tenant_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if taken.rows_affected() == 1 {
+        return Ok(());
+    }
+    let row = sqlx::query("SELECT expires_at, revoked_at FROM tokens WHERE id = $1")
+        .bind(token_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let refusal = match row {
+        None => EnrolmentRefusal::Revoked,
+        Some(row) => {
+            let expires_at: Option<i64> = row.try_get("expires_at")?;
+            let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+            if revoked_at.is_some() {
+                EnrolmentRefusal::Revoked
+            } else if expires_at.is_some_and(|at| at <= now) {
+                EnrolmentRefusal::Expired
+            } else {
+                EnrolmentRefusal::UsedUp
+            }
+        }
+    };
+    Err(StoreError::Enrolment(refusal))
 }
 
 /// Takes a connection, then the heartbeats `gather` hands over (their number is the caller's
