@@ -27,6 +27,10 @@ pub enum Command {
     Admin(AdminArgs),
     /// Try Muster on this machine: a server on SQLite and an agent reporting this machine.
     Demo(DemoArgs),
+    /// Check the configuration file (systemd's `ExecStartPre`): exit 0 and print the effective
+    /// settings, or exit 78 with the key and the reason.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The agent built into this binary (`muster-server agent run ...`), which `demo` starts
     /// as its child process; the same as `muster-agent`.
     #[command(hide = true)]
@@ -34,6 +38,22 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Read and validate the file as `serve` would; nothing is opened or bound.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// The configuration file [default: /etc/muster/server.toml].
+    #[arg(long, value_name = "PATH", default_value = "/etc/muster/server.toml")]
+    pub config: PathBuf,
+    /// Print nothing when the file is valid.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +251,19 @@ pub async fn execute(
         }
         Command::Admin(args) => admin(args).await,
         Command::Demo(args) => crate::demo::run(args, shutdown).await,
+        Command::Config(ConfigCommand::Check(args)) => {
+            let config = ServerConfig::load(&args.config)?;
+            if !args.quiet {
+                println!("{}: valid", args.config.display());
+                println!("listen = {}", config.listen);
+                if let Some(metrics) = config.metrics_listen {
+                    println!("metrics_listen = {metrics}");
+                }
+                println!("database = {}", redact_url(&config.database_url));
+                println!("{}", crate::ops::describe_limit(&config.limits));
+            }
+            Ok(())
+        }
         Command::Agent { .. } => {
             anyhow::bail!("`agent` runs before the server starts; this is a bug")
         }
@@ -471,5 +504,37 @@ fn display_url(url: &str) -> String {
     match url.split_once('@') {
         Some((_, host)) => format!("[redacted]@{host}"),
         None => PathBuf::from(url).display().to_string(),
+    }
+}
+
+/// A database URL without its password, if it has one (`postgres://user:secret@host/db`).
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_database_password_is_never_printed() {
+        assert_eq!(
+            redact_url("postgres://muster:s3cret@db:5432/muster"),
+            "postgres://muster:***@db:5432/muster"
+        );
+        assert_eq!(
+            redact_url("postgres://muster@db/muster"),
+            "postgres://muster@db/muster"
+        );
+        assert_eq!(redact_url("sqlite://data/m.db"), "sqlite://data/m.db");
     }
 }

@@ -45,7 +45,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // EX_CONFIG (sysexits.h): a bad configuration file is not worth a restart
+            // (`RestartPreventExitStatus=78` in the unit).
+            if e.downcast_ref::<muster_server::config::ConfigError>()
+                .is_some()
+            {
+                ExitCode::from(78)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

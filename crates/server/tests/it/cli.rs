@@ -174,3 +174,65 @@ async fn token_create_list_and_revoke() {
         assert!(!out.stderr.is_empty(), "{args:?}");
     }
 }
+
+/// `config check` is the units' `ExecStartPre`: a valid file exits 0 and shows the effective
+/// settings (never a database password), a bad one exits 78 naming the key, and so does
+/// `serve` given the bad file.
+#[test]
+fn config_check_accepts_a_valid_file_and_refuses_a_bad_one_with_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("server.toml");
+    std::fs::write(
+        &good,
+        "[server]\nlisten = \"127.0.0.1:3999\"\n\
+         database_url = \"postgres://muster:s3cret@127.0.0.1:1/muster\"\n\
+         [limits]\nagent_requests_per_minute = 30\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_muster-server"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["config", "check", "--config", good.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("listen = 127.0.0.1:3999"), "{stdout}");
+    assert!(stdout.contains("30 requests per minute"), "{stdout}");
+    assert!(stdout.contains("muster:***@"), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    let out = run(&[
+        "config",
+        "check",
+        "--quiet",
+        "--config",
+        good.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nagent_burst = 0\n").unwrap();
+    for args in [
+        vec!["config", "check", "--config", bad.to_str().unwrap()],
+        vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            bad.to_str().unwrap(),
+        ],
+    ] {
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stderr}");
+        assert!(stderr.contains("agent_burst"), "{args:?}: {stderr}");
+    }
+    let out = run(&["config", "check", "--config", "/nonexistent/server.toml"]);
+    assert_eq!(out.status.code(), Some(78));
+}
