@@ -105,6 +105,14 @@ impl Scratch {
         self.root().to_str().unwrap().to_owned()
     }
 
+    /// `muster-agent service ACTION --root ROOT [FLAGS]`, which must succeed.
+    fn service(&self, action: &str, flags: &[&str]) -> Output {
+        let root = self.root_str();
+        let mut args = vec!["service", action, "--root", &root];
+        args.extend_from_slice(flags);
+        ok(run(&args))
+    }
+
     /// A configuration file outside the root.
     fn config(&self, name: &str, body: &str) -> String {
         let path = self.dir.path().join(name);
@@ -136,16 +144,7 @@ fn install_into_a_root_writes_every_file_with_its_owner_and_mode() {
         "agent.toml",
         "[api]\nbase_url = \"https://m.example/api\"\n",
     );
-    let out = ok(run(&[
-        "service",
-        "install",
-        "--root",
-        &scratch.root_str(),
-        "--binary",
-        AGENT,
-        "--config",
-        &config,
-    ]));
+    let out = scratch.service("install", &["--binary", AGENT, "--config", &config]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("not started (--root)"), "{stdout}");
 
@@ -231,12 +230,7 @@ fn install_into_a_root_writes_every_file_with_its_owner_and_mode() {
     // Uninstall keeps configuration, state and logs.
     std::fs::write(at(&root, "/var/lib/muster/agent.key"), "key").unwrap();
     std::fs::write(at(&root, "/var/log/muster/agent.log"), "log").unwrap();
-    let out = ok(run(&[
-        "service",
-        "uninstall",
-        "--root",
-        &scratch.root_str(),
-    ]));
+    let out = scratch.service("uninstall", &[]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("kept /etc/muster/agent.toml"));
     assert_gone(&binary);
     assert_gone(&unit);
@@ -248,13 +242,7 @@ fn install_into_a_root_writes_every_file_with_its_owner_and_mode() {
     assert_eq!(status.status.code(), Some(4), "{}", text(&status));
 
     // --purge removes them; the user stays (Debian's rule for system users).
-    ok(run(&[
-        "service",
-        "uninstall",
-        "--root",
-        &scratch.root_str(),
-        "--purge",
-    ]));
+    scratch.service("uninstall", &["--purge"]);
     assert_gone(&installed_config);
     assert_gone(&at(&root, "/etc/muster"));
     assert_gone(&at(&root, "/var/lib/muster"));
@@ -269,14 +257,7 @@ fn install_without_a_configuration_writes_the_template_and_an_empty_root_gets_pa
     }
     let scratch = Scratch::new();
     let root = scratch.root();
-    ok(run(&[
-        "service",
-        "install",
-        "--root",
-        &scratch.root_str(),
-        "--binary",
-        AGENT,
-    ]));
+    scratch.service("install", &["--binary", AGENT]);
     // No passwd at all before: the files are created, the first system id taken.
     assert_eq!(
         read(&at(&root, "/etc/passwd")),
@@ -346,15 +327,7 @@ fn sysv_install_writes_the_script_its_defaults_logrotate_and_runlevel_links() {
     }
     let scratch = Scratch::new();
     let root = scratch.root();
-    ok(run(&[
-        "service",
-        "install",
-        "--sysv",
-        "--root",
-        &scratch.root_str(),
-        "--binary",
-        AGENT,
-    ]));
+    scratch.service("install", &["--sysv", "--binary", AGENT]);
     let script = at(&root, "/etc/init.d/muster-agent");
     assert_file(&script, 0o755, 0, 0);
     let body = read(&script);
@@ -385,25 +358,14 @@ fn sysv_install_writes_the_script_its_defaults_logrotate_and_runlevel_links() {
     }
     assert_gone(&at(&root, "/etc/systemd/system/muster-agent.service"));
 
-    ok(run(&[
-        "service",
-        "uninstall",
-        "--root",
-        &scratch.root_str(),
-    ]));
+    scratch.service("uninstall", &[]);
     assert_gone(&script);
     assert_gone(&logrotate);
     assert_gone(&at(&root, "/etc/rc2.d/S01muster-agent"));
     assert_gone(&at(&root, "/etc/rc0.d/K01muster-agent"));
     // The defaults are configuration: kept until purge.
     assert!(defaults.exists());
-    ok(run(&[
-        "service",
-        "uninstall",
-        "--root",
-        &scratch.root_str(),
-        "--purge",
-    ]));
+    scratch.service("uninstall", &["--purge"]);
     assert_gone(&defaults);
 }
 
@@ -474,14 +436,7 @@ fn systemd_analyze_verifies_both_units() {
     }
     let scratch = Scratch::new();
     let root = scratch.root();
-    ok(run(&[
-        "service",
-        "install",
-        "--root",
-        &scratch.root_str(),
-        "--binary",
-        AGENT,
-    ]));
+    scratch.service("install", &["--binary", AGENT]);
     prepare_verify_root(&root);
     // The server's unit as the package installs it, with a stand-in binary: this crate's tests
     // have no muster-server (packaging/check-debs.sh verifies it with the real one).
@@ -549,17 +504,10 @@ impl SysvSetup {
                 d = dir.display()
             ),
         );
-        ok(run(&[
-            "service",
+        scratch.service(
             "install",
-            "--sysv",
-            "--root",
-            &scratch.root_str(),
-            "--binary",
-            AGENT,
-            "--config",
-            &config,
-        ]));
+            &["--sysv", "--binary", AGENT, "--config", &config],
+        );
         let root = scratch.root();
         let defaults = at(&root, "/etc/default/muster-agent");
         std::fs::write(
