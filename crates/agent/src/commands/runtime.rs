@@ -848,19 +848,12 @@ impl<A: CommandApi> CommandRuntime<A> {
         let (stop, stop_rx) = watch::channel(false);
         let timeout = self.timeout_of(&command);
         let (grace, cap) = (self.settings.grace, self.settings.output_cap);
+        // `None`: nothing to spawn (a builtin, which the agent's loop performs, or a script
+        // that could not be written, which ends at the next step).
         let (spec, script) = match command.kind.as_str() {
             "builtin" => {
                 self.builtins.push_back((id, command.command.clone()));
-                self.running.insert(
-                    id,
-                    Running {
-                        stop,
-                        why: None,
-                        _script: None,
-                    },
-                );
-                self.save();
-                return;
+                (None, None)
             }
             "script" => {
                 let interpreter = command
@@ -880,17 +873,9 @@ impl<A: CommandApi> CommandRuntime<A> {
                             grace,
                             output_cap: cap,
                         };
-                        (spec, Some(script))
+                        (Some(spec), Some(script))
                     }
                     Err(e) => {
-                        self.running.insert(
-                            id,
-                            Running {
-                                stop,
-                                why: None,
-                                _script: None,
-                            },
-                        );
                         self.done.push((
                             id,
                             ExecOutcome {
@@ -902,12 +887,14 @@ impl<A: CommandApi> CommandRuntime<A> {
                                 stderr: exec::Tail::new(0),
                             },
                         ));
-                        self.save();
-                        return;
+                        (None, None)
                     }
                 }
             }
-            _ => (ExecSpec::for_exec(&command, timeout, grace, cap), None),
+            _ => (
+                Some(ExecSpec::for_exec(&command, timeout, grace, cap)),
+                None,
+            ),
         };
         self.running.insert(
             id,
@@ -917,15 +904,17 @@ impl<A: CommandApi> CommandRuntime<A> {
                 _script: script,
             },
         );
-        let tx = self.done_tx.clone();
-        let pid_tx = self.pid_tx.clone();
-        let on_spawn: exec::OnSpawn = Box::new(move |pid| {
-            let _ = pid_tx.send((id, pid));
-        });
-        tokio::spawn(async move {
-            let outcome = exec::run(spec, stop_rx, on_spawn).await;
-            let _ = tx.send((id, outcome));
-        });
+        if let Some(spec) = spec {
+            let tx = self.done_tx.clone();
+            let pid_tx = self.pid_tx.clone();
+            let on_spawn: exec::OnSpawn = Box::new(move |pid| {
+                let _ = pid_tx.send((id, pid));
+            });
+            tokio::spawn(async move {
+                let outcome = exec::run(spec, stop_rx, on_spawn).await;
+                let _ = tx.send((id, outcome));
+            });
+        }
         self.save();
     }
 

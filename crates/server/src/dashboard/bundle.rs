@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::commands::form_session;
+use super::commands::posted_form;
 use super::session::Session;
 use super::{Nav, PageError, render};
 use crate::AppState;
@@ -69,14 +69,8 @@ pub async fn download(
     headers: HeaderMap,
     form: Result<Form<BundleForm>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => {
-            return PageError::new(rejection.status(), rejection.body_text()).into_response();
-        }
-    };
-    let session = match form_session(&headers, &state, &form.form_token).await {
-        Ok(session) => session,
+    let (form, session) = match posted_form(&headers, &state, form, |f| &f.form_token).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let expires_in_s = match form.expires_in_s.trim() {

@@ -129,12 +129,20 @@ impl CommandForm {
     }
 }
 
-/// Checks a posted form's origin and token; the session, or the answer to give instead.
-pub(super) async fn form_session(
+/// A posted form, parsed, with the session it came from: same origin, logged in, and its
+/// `form_token` (read by `token`) the session's. Else the answer to give instead.
+pub(super) async fn posted_form<T>(
     headers: &HeaderMap,
     state: &AppState,
-    form_token: &str,
-) -> Result<Session, Response> {
+    form: Result<Form<T>, FormRejection>,
+    token: impl Fn(&T) -> &str,
+) -> Result<(T, Session), Response> {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            return Err(PageError::new(rejection.status(), rejection.body_text()).into_response());
+        }
+    };
     if !session::same_origin(headers) {
         return Err(
             PageError::new(StatusCode::FORBIDDEN, "a cross-site form was refused").into_response(),
@@ -145,13 +153,13 @@ pub(super) async fn form_session(
         Ok(None) => return Err(session::to_login(headers)),
         Err(error) => return Err(error.into_response()),
     };
-    if !session.form_token_matches(form_token) {
+    if !session.form_token_matches(token(&form)) {
         return Err(
             PageError::new(StatusCode::FORBIDDEN, "the form is stale; reload the page")
                 .into_response(),
         );
     }
-    Ok(session)
+    Ok((form, session))
 }
 
 /// `POST /commands`: creates the command, then shows it.
@@ -160,14 +168,8 @@ pub async fn create(
     headers: HeaderMap,
     form: Result<Form<CommandForm>, FormRejection>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => {
-            return PageError::new(rejection.status(), rejection.body_text()).into_response();
-        }
-    };
-    let session = match form_session(&headers, &state, &form.form_token).await {
-        Ok(session) => session,
+    let (form, session) = match posted_form(&headers, &state, form, |f| &f.form_token).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let request = match form.request() {
@@ -196,14 +198,8 @@ pub async fn cancel(
     let Ok(Path(id)) = id else {
         return PageError::new(StatusCode::NOT_FOUND, "there is no such command").into_response();
     };
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => {
-            return PageError::new(rejection.status(), rejection.body_text()).into_response();
-        }
-    };
-    let session = match form_session(&headers, &state, &form.form_token).await {
-        Ok(session) => session,
+    let (_, session) = match posted_form(&headers, &state, form, |f| &f.form_token).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     match commands_api::cancel(&state, &session.tenant_id, id).await {
