@@ -32,6 +32,8 @@ fn replace(path: &Path, bytes: &[u8], mode: Option<u32>, durable: bool) -> io::R
     tmp_name.push(name);
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
+    #[cfg(not(unix))]
+    let _ = mode;
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);

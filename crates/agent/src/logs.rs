@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -139,7 +138,7 @@ fn follow_file(path: &Path, file: File, out: &mut impl Write) -> io::Result<()> 
         std::thread::sleep(FOLLOW_POLL);
         let current = reader.get_ref().metadata()?;
         match std::fs::metadata(path) {
-            Ok(named) if named.ino() != current.ino() || named.dev() != current.dev() => {
+            Ok(named) if !same_file(&named, &current) => {
                 // Rotated: finish the old file, then switch.
                 copy_available(&mut reader, &mut line, out)?;
                 if !line.is_empty() {
@@ -187,4 +186,18 @@ fn backup_path(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}"));
     PathBuf::from(name)
+}
+
+/// Whether two metadata describe the same file (not merely the same name).
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.ino() == b.ino() && a.dev() == b.dev()
+}
+
+/// Whether two metadata describe the same file (not merely the same name).
+#[cfg(windows)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::windows::fs::MetadataExt;
+    a.creation_time() == b.creation_time()
 }

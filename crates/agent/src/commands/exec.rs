@@ -87,6 +87,7 @@ impl ScriptDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let dir = parent.join(format!("cmd-{id}-{}-{nanos}", std::process::id()));
+        #[cfg_attr(not(unix), allow(unused_mut))] // the mode is Unix-only
         let mut builder = std::fs::DirBuilder::new();
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);

@@ -3,14 +3,18 @@
 
 mod cli;
 mod client;
+#[cfg(unix)] // uses run::Setup (Unix-only so far)
 mod commands;
 mod config;
 mod daemon;
+#[cfg(unix)] // used by the Unix-only run and commands tests so far
 mod fake_server;
 mod logs;
 mod oracles;
+#[cfg(unix)] // signals, /proc and Unix modes throughout
 mod run;
 mod service;
+#[cfg(unix)] // file modes
 mod spool;
 mod status;
 
