@@ -72,6 +72,9 @@ pub struct Limits {
     pub command_sweep_interval: Duration,
     /// Most agents one command may be sent to.
     pub max_command_targets: u32,
+    /// Heartbeats are answered at once and written behind, together, this often
+    /// (`heartbeats.rs`); zero writes each before it is answered.
+    pub heartbeat_flush: Duration,
 }
 
 impl Default for Limits {
@@ -86,6 +89,7 @@ impl Default for Limits {
             command_lease: Duration::from_secs(60),
             command_sweep_interval: Duration::from_secs(30),
             max_command_targets: 10_000,
+            heartbeat_flush: Duration::from_millis(DEFAULT_HEARTBEAT_FLUSH_MS),
         }
     }
 }
@@ -198,7 +202,15 @@ struct LimitsSection {
     agent_burst: Option<u32>,
     /// 0 turns the cache off.
     token_cache_s: Option<u64>,
+    /// 0 writes each heartbeat before answering it.
+    heartbeat_flush_ms: Option<u64>,
 }
+
+/// Heartbeats written behind once a second: a fleet's thousands a second become a few
+/// statements, and last seen lags by at most this.
+const DEFAULT_HEARTBEAT_FLUSH_MS: u64 = 1_000;
+/// The longest accepted: online status lags by up to this.
+const MAX_HEARTBEAT_FLUSH_MS: u64 = 60_000;
 
 /// Seconds an agent token found live is trusted without the database: longer than the agent's
 /// default heartbeat interval (60 s), so a steady agent is looked up about once per entry.
@@ -279,6 +291,15 @@ impl ServerConfig {
                 ));
             }
             config.limits.token_cache = Duration::from_secs(seconds);
+        }
+        if let Some(ms) = file.limits.heartbeat_flush_ms {
+            if ms > MAX_HEARTBEAT_FLUSH_MS {
+                return Err(format!(
+                    "[limits] heartbeat_flush_ms: must be from 0 (write before answering) to \
+                     {MAX_HEARTBEAT_FLUSH_MS}, got {ms}"
+                ));
+            }
+            config.limits.heartbeat_flush = Duration::from_millis(ms);
         }
         let days = |key: &str, value: u32| {
             if (1..=36_500).contains(&value) {
@@ -416,6 +437,7 @@ mod tests {
             agent_requests_per_minute = 0
             agent_burst = 5
             token_cache_s = 30
+            heartbeat_flush_ms = 250
             [alerts]
             cpu_threshold = 95
             memory_threshold = 85.5
@@ -455,6 +477,7 @@ mod tests {
         assert_eq!(config.limits.command_lease, Duration::from_secs(30));
         assert_eq!(config.limits.command_sweep_interval, Duration::from_secs(5));
         assert_eq!(config.limits.max_command_targets, 500);
+        assert_eq!(config.limits.heartbeat_flush, Duration::from_millis(250));
         assert_eq!(
             config.bundle.public_url.as_deref(),
             Some("https://muster.example.com:8443")
@@ -474,6 +497,10 @@ mod tests {
             ("[limits]\nmax_body_bytes = 10", "[limits] max_body_bytes"),
             ("[limits]\nagent_burst = 0", "[limits] agent_burst"),
             ("[limits]\ntoken_cache_s = 3601", "[limits] token_cache_s"),
+            (
+                "[limits]\nheartbeat_flush_ms = 60001",
+                "[limits] heartbeat_flush_ms",
+            ),
             ("[retention]\nmetrics_days = 0", "[retention] metrics_days"),
             ("[retention]\ninterval_s = 1", "[retention] interval_s"),
             ("[alerts]\ndisk_threshold = 101", "[alerts] disk_threshold"),

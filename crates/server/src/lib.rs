@@ -65,7 +65,7 @@ impl AppState {
     /// The state over `store`; starts the heartbeat writer on the current runtime.
     pub fn new(store: Store, limits: Limits) -> AppState {
         let ops = Arc::new(Ops::new(&limits));
-        let heartbeats = HeartbeatWriter::start(store.clone());
+        let heartbeats = HeartbeatWriter::start(store.clone(), limits.heartbeat_flush);
         let agent_tokens = Arc::new(TokenCache::new(limits.token_cache));
         AppState {
             store,
@@ -201,6 +201,8 @@ pub async fn serve(
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;
     }
+    // Heartbeats answered but still written behind go in before the store closes.
+    state.heartbeats.flush().await;
     housekeeping.abort();
     nudges.abort();
     // Wait for them to be gone, so they never run against a closed pool.

@@ -140,6 +140,9 @@ async fn agents_list_with_filters_pages_and_online_state() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
+        server
+            .heartbeat_stored(&tenant.tenant.id, &web1, "1.2.3")
+            .await;
         seen_ago(&server, &tenant, &old, 3600).await;
         seen_ago(&server, &tenant, &db1, 120).await;
 

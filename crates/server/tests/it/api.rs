@@ -103,6 +103,9 @@ async fn registration_is_idempotent_and_issues_a_fresh_token() {
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["pending_commands"], 0);
 
+        server
+            .heartbeat_stored(&tenant.tenant.id, &id, "0.1.0")
+            .await;
         let agent = server
             .store
             .agent(&tenant.tenant.id, &id)

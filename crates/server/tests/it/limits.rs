@@ -313,50 +313,97 @@ async fn cached_agent_tokens_stop_at_revocation_through_the_server() {
 }
 
 /// Heartbeats arriving together are written together (one statement for the group), each
-/// agent's own figures to its own row.
+/// agent's own figures to its own row: written before the answer (`heartbeat_flush_ms = 0`)
+/// and written behind (the default mode, here every 200 ms).
 #[tokio::test]
 async fn heartbeats_arriving_together_each_land_on_their_agent() {
     for backend in backends() {
-        let server = TestServer::start_on(&backend).await;
+        for flush in [Duration::ZERO, Duration::from_millis(200)] {
+            let limits = Limits {
+                heartbeat_flush: flush,
+                ..Limits::default()
+            };
+            let server = TestServer::start_with_on(&backend, limits).await;
+            let tenant = server.tenant("acme").await;
+            let t = tenant.tenant.id.clone();
+            let mut agents = Vec::new();
+            for k in 0..40u8 {
+                agents.push(
+                    server
+                        .register(
+                            &tenant,
+                            json!({"hostname": format!("h{k}"), "public_key": public_key(k)}),
+                        )
+                        .await,
+                );
+            }
+            let mut beats = tokio::task::JoinSet::new();
+            for (k, (id, token)) in agents.iter().enumerate() {
+                let mut body = heartbeat(id, Some(30 + k as u64));
+                body["agent_version"] = json!(format!("1.0.{k}"));
+                body["health"]["scans_completed"] = json!(k);
+                let request = client()
+                    .post(server.url("/api/agents/heartbeat"))
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body(body.to_string());
+                beats.spawn(send(request));
+            }
+            while let Some(answer) = beats.join_next().await {
+                let (status, body) = answer.unwrap();
+                assert_eq!(status, StatusCode::OK, "{body}");
+            }
+            for (k, (id, _)) in agents.iter().enumerate() {
+                let version = format!("1.0.{k}");
+                if flush.is_zero() {
+                    // Answered means stored.
+                    let agent = server.store.agent(&t, id).await.unwrap().unwrap();
+                    assert_eq!(agent.agent_version.as_deref(), Some(version.as_str()));
+                } else {
+                    server.heartbeat_stored(&t, id, &version).await;
+                }
+                let agent = server.store.agent(&t, id).await.unwrap().unwrap();
+                assert!(agent.last_seen.is_some());
+                let health: serde_json::Value =
+                    serde_json::from_str(agent.health.as_deref().unwrap()).unwrap();
+                assert_eq!(health["scans_completed"], k);
+            }
+        }
+    }
+}
+
+/// Written behind, a heartbeat is answered before it is stored, and a graceful stop writes
+/// what is still pending: nothing answered 200 is lost by a clean shutdown.
+#[tokio::test]
+async fn a_graceful_stop_writes_the_heartbeats_still_behind() {
+    for backend in backends() {
+        let limits = Limits {
+            heartbeat_flush: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let mut server = TestServer::start_with_on(&backend, limits).await;
         let tenant = server.tenant("acme").await;
         let t = tenant.tenant.id.clone();
-        let mut agents = Vec::new();
-        for k in 0..40u8 {
-            agents.push(
-                server
-                    .register(
-                        &tenant,
-                        json!({"hostname": format!("h{k}"), "public_key": public_key(k)}),
-                    )
-                    .await,
-            );
-        }
-        let mut beats = tokio::task::JoinSet::new();
-        for (k, (id, token)) in agents.iter().enumerate() {
-            let mut body = heartbeat(id, Some(30 + k as u64));
-            body["agent_version"] = json!(format!("1.0.{k}"));
-            body["health"]["scans_completed"] = json!(k);
-            let request = client()
-                .post(server.url("/api/agents/heartbeat"))
-                .bearer_auth(token)
-                .header("content-type", "application/json")
-                .body(body.to_string());
-            beats.spawn(send(request));
-        }
-        while let Some(answer) = beats.join_next().await {
-            let (status, body) = answer.unwrap();
-            assert_eq!(status, StatusCode::OK, "{body}");
-        }
-        for (k, (id, _)) in agents.iter().enumerate() {
-            let agent = server.store.agent(&t, id).await.unwrap().unwrap();
-            assert_eq!(
-                agent.agent_version.as_deref(),
-                Some(format!("1.0.{k}").as_str())
-            );
-            assert!(agent.last_seen.is_some());
-            let health: serde_json::Value =
-                serde_json::from_str(agent.health.as_deref().unwrap()).unwrap();
-            assert_eq!(health["scans_completed"], k);
-        }
+        let (id, token) = server
+            .register(
+                &tenant,
+                json!({"hostname": "h", "public_key": public_key(1)}),
+            )
+            .await;
+        let (status, body) = server
+            .post("/api/agents/heartbeat", &token, &heartbeat(&id, Some(45)))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // The minute has not passed: only the registration is stored.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = server.store.agent(&t, &id).await.unwrap().unwrap();
+        assert_eq!(before.agent_version, None);
+        assert_eq!(before.health, None);
+
+        server.stop().await;
+        let after = server.store.agent(&t, &id).await.unwrap().unwrap();
+        assert_eq!(after.agent_version.as_deref(), Some("1.2.3"));
+        assert!(after.last_seen.is_some());
+        assert!(after.health.unwrap().contains("\"scans_completed\":3"));
     }
 }

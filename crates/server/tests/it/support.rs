@@ -124,6 +124,8 @@ pub struct TestServer {
     /// The url the server opened (tests that seed data in bulk connect to it).
     pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
+    /// The server task: done once `run` returned.
+    running: Option<tokio::task::JoinHandle<()>>,
     /// Removed when the server is dropped (after `stop`, by field order).
     _database: TestDatabase,
 }
@@ -159,7 +161,7 @@ impl TestServer {
             ..ServerConfig::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let running = tokio::spawn(async move {
             muster_server::run(config, listener, async {
                 let _ = stopped.await;
             })
@@ -171,7 +173,41 @@ impl TestServer {
             store,
             database_url,
             stop: Some(stop),
+            running: Some(running),
             _database: database,
+        }
+    }
+
+    /// Stops the server gracefully and waits until `run` has returned; its database stays
+    /// (readable through `store`) until the `TestServer` is dropped.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running.await.expect("the server stops cleanly");
+        }
+    }
+
+    /// Waits until the heartbeat that reported `version` for `agent_id` is stored: heartbeats
+    /// are answered at once and written behind (`[limits] heartbeat_flush_ms`).
+    pub async fn heartbeat_stored(&self, tenant_id: &str, agent_id: &str, version: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let agent = self
+                .store
+                .agent(tenant_id, agent_id)
+                .await
+                .unwrap()
+                .unwrap();
+            if agent.agent_version.as_deref() == Some(version) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the heartbeat of {agent_id} ({version}) was not stored within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
