@@ -15,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 AGENTS="${1:-150000}"; DURATION="${2:-10m}"; BACKEND="${3:-sqlite}"
-PORT="${MUSTER_LOAD_PORT:-38300}"
+# Below the ephemeral range (32768-60999), which the generator's own connections use.
+PORT="${MUSTER_LOAD_PORT:-19300}"
 case "$BACKEND" in sqlite|postgres|both) ;; *) echo "backend: sqlite, postgres or both" >&2; exit 64 ;; esac
 
 cargo build --release -q -p muster-server -p muster-loadgen
@@ -47,11 +48,14 @@ run_load() {
 
   "$server" serve --listen "127.0.0.1:$PORT" --database-url "$url" 2>>"$dir/server.log" &
   server_pid=$!
-  for _ in $(seq 100); do
+  local ready=
+  for _ in $(seq 300); do
+    kill -0 "$server_pid" 2>/dev/null || break
     python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
-      "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break
+      "http://127.0.0.1:$PORT/readyz" 2>/dev/null && { ready=1; break; }
     sleep 0.2
   done
+  [ -n "$ready" ] || { echo "the server did not start; see $dir/server.log" >&2; tail -3 "$dir/server.log" >&2; exit 1; }
 
   echo "=== $name: $AGENTS agents, $DURATION, $(nproc) cores, $(uname -r)"
   local status=0
