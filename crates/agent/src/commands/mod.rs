@@ -26,6 +26,8 @@
 pub mod api;
 pub mod clock;
 pub mod exec;
+#[cfg(windows)]
+pub mod job;
 pub mod load;
 pub mod pkglock;
 pub mod proctree;

@@ -63,9 +63,6 @@ pub struct Policy {
     pub allowed_types: Vec<String>,
 }
 
-/// The interpreters a `script` may name.
-pub const INTERPRETERS: &[&str] = &["sh", "bash", "python3"];
-
 /// The actions a `builtin` may name.
 pub const BUILTINS: &[&str] = &["scan_now", "telemetry_now", "reload_config", "collect_logs"];
 
@@ -135,12 +132,21 @@ fn check_fields(command: &Command) -> Result<(), String> {
             Ok(())
         }
         "script" => {
-            let interpreter = p.get("interpreter").map_or(Some("sh"), |v| v.as_str());
-            match interpreter {
-                Some(i) if INTERPRETERS.contains(&i) => Ok(()),
-                _ => Err(format!(
-                    "parameters.interpreter must be one of {}",
-                    INTERPRETERS.join(", ")
+            let found = match p.get("interpreter") {
+                None => super::exec::find_interpreter(None),
+                Some(v) => v
+                    .as_str()
+                    .and_then(|i| super::exec::find_interpreter(Some(i))),
+            };
+            match found {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "parameters.interpreter must be one of {} on this platform",
+                    super::exec::INTERPRETERS
+                        .iter()
+                        .map(|i| i.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
             }
         }
