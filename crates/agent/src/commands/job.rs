@@ -14,6 +14,9 @@
 //! Invariant: only this module calls the Job Object and toolhelp APIs; every `unsafe` block
 //! here says why it is sound.
 
+// The Win32 calls are FFI; each block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::ffi::c_void;
 use std::io;
 use std::time::Duration;
@@ -98,7 +101,7 @@ impl Job {
 
     /// Puts the process behind `process` (a handle with `PROCESS_SET_QUOTA` and
     /// `PROCESS_TERMINATE`, as `CreateProcess` returns) in the job.
-    pub fn assign(&self, process: HANDLE) -> io::Result<()> {
+    fn assign(&self, process: HANDLE) -> io::Result<()> {
         // SAFETY: both handles are open for the duration of the call.
         if unsafe { AssignProcessToJobObject(self.0.0, process) } == 0 {
             return Err(io::Error::last_os_error());

@@ -93,6 +93,7 @@ impl LoadSource for HostLoad {
 
 /// The Windows counters.
 #[cfg(windows)]
+#[allow(unsafe_code)] // Win32 FFI; each block says why it is sound.
 pub mod windows {
     use super::LoadSample;
 

@@ -52,6 +52,7 @@ pub fn mutex_held(names: &[String]) -> Option<String> {
 }
 
 #[cfg(windows)]
+#[allow(unsafe_code)] // Win32 FFI; each block says why it is sound.
 fn mutex_is_held(name: &str) -> bool {
     use windows_sys::Win32::Foundation::{CloseHandle, WAIT_ABANDONED, WAIT_OBJECT_0};
     use windows_sys::Win32::System::Threading::{OpenMutexW, ReleaseMutex, WaitForSingleObject};

@@ -6,7 +6,6 @@
 //! locks; Job Objects, the Windows Installer mutex) are gated to it and say so.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -778,7 +777,8 @@ async fn a_package_manager_command_waits_while_another_process_holds_the_lock() 
     let mut rig = Rig::new();
     let lock = rig.dir.path().join("lock-frontend");
     std::fs::write(&lock, b"").unwrap();
-    rig.settings.package_lock_files = vec![PathBuf::from("/nonexistent/lock"), lock.clone()];
+    rig.settings.package_lock_files =
+        vec![std::path::PathBuf::from("/nonexistent/lock"), lock.clone()];
     let mut rt = rig.runtime();
     let mut holder = std::process::Command::new("python3")
         .args(["-c", "import fcntl,sys; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()"])

@@ -2,6 +2,9 @@
 //! (timeout, cancel, the agent crashing), the Windows Installer mutex, all with real processes
 //! (under Wine in CI).
 
+// The Win32 calls (Wine detection, holding a mutex) are FFI; each block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::path::Path;
 
 use super::*;
