@@ -209,31 +209,30 @@ fn sleep(secs: u32) -> String {
     }
 }
 
-/// `a`, then `b`.
-fn then(a: &str, b: &str) -> String {
+/// A command that does `first` (if any), then waits until `gate` exists. On Windows a `cmd`
+/// script: a wait needs a loop, and `exit` does not leave a `for` loop in Wine's cmd.
+fn gated(id: i64, first: Option<String>, gate: &std::path::Path) -> Command {
     if cfg!(windows) {
-        format!("{a} & {b}")
+        Command {
+            kind: "script".into(),
+            command: format!(
+                "{}\r\n:wait\r\nif exist {g} exit /b 0\r\nping -n 1 127.0.0.1 > nul\r\ngoto wait\r\n",
+                first.unwrap_or_default(),
+                g = gate.display()
+            ),
+            parameters: json!({"interpreter": "cmd"}),
+            ..exec(id, "")
+        }
     } else {
-        format!("{a}; {b}")
+        let wait = format!("while [ ! -e {} ]; do sleep 0.02; done", gate.display());
+        exec(id, &first.map_or(wait.clone(), |f| format!("{f}; {wait}")))
     }
 }
 
-/// Waits until `path` exists.
-fn wait_for(path: &std::path::Path) -> String {
-    if cfg!(windows) {
-        format!(
-            "for /L %i in (1,1,100000) do @if exist {p} (exit 0) else ping -n 1 127.0.0.1 > nul",
-            p = path.display()
-        )
-    } else {
-        format!("while [ ! -e {} ]; do sleep 0.02; done", path.display())
-    }
-}
-
-/// Appends the line `text` to `path`.
+/// Appends the line `text` to `path` (Wine's cmd loses `(echo x)>> f`; `>> f echo x` works).
 fn append(text: &str, path: &std::path::Path) -> String {
     if cfg!(windows) {
-        format!("(echo {text})>> {}", path.display())
+        format!(">> {} echo {text}", path.display())
     } else {
         format!("echo {text} >> {}", path.display())
     }
@@ -326,12 +325,7 @@ async fn only_due_commands_run_and_at_most_max_concurrent_at_once() {
     std::fs::create_dir(&dir).unwrap();
     let gate = rig.dir.path().join("gate");
     let mut cmds: Vec<Command> = (1..=3)
-        .map(|id| {
-            exec(
-                id,
-                &then(&append("x", &dir.join(id.to_string())), &wait_for(&gate)),
-            )
-        })
+        .map(|id| gated(id, Some(append("x", &dir.join(id.to_string()))), &gate))
         .collect();
     let mut later = exec(4, TRUE);
     later.scheduled_for = Some("2026-03-10T12:05:00Z".parse().unwrap());
@@ -468,7 +462,7 @@ async fn two_commands_contending_for_one_lock_run_one_after_the_other() {
     let rig = Rig::new();
     let mut rt = rig.runtime();
     let gate = rig.dir.path().join("gate");
-    let mut first = exec(1, &wait_for(&gate));
+    let mut first = gated(1, None, &gate);
     first.locks = vec!["tenant:reboot".into(), "apt".into()];
     let mut second = exec(2, TRUE);
     second.locks = vec!["tenant:reboot".into()];
@@ -723,7 +717,7 @@ async fn output_is_capped_to_its_tail_with_the_flag_set() {
     rig.settings.output_cap = 1024;
     let mut rt = rig.runtime();
     let script = if cfg!(windows) {
-        "(for /L %i in (1,1,5000) do @echo %i) & (for /L %i in (1,1,3) do @echo %i) 1>&2"
+        "(for /L %i in (1,1,5000) do @echo %i) & for /L %i in (1,1,3) do @echo %i>&2"
     } else {
         "seq 1 5000; seq 1 3 >&2"
     };
