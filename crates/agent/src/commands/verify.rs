@@ -338,4 +338,36 @@ mod tests {
             assert!(refusal.reason.contains(word), "{word}: {refusal:?}");
         }
     }
+
+    /// Each platform takes its own interpreters and refuses the other's.
+    #[test]
+    fn scripts_name_an_interpreter_of_this_platform() {
+        let p = Policy {
+            agent_id: "agent-1".into(),
+            key: None,
+            allowed_types: vec!["script".into()],
+        };
+        let (own, foreign): (&[&str], &[&str]) = if cfg!(windows) {
+            (&["cmd", "powershell", "pwsh", "python3"], &["sh", "bash"])
+        } else {
+            (&["sh", "bash", "python3"], &["cmd", "powershell", "pwsh"])
+        };
+        let script = |interpreter: Option<&str>| {
+            let mut c = command();
+            c.kind = "script".into();
+            c.parameters = interpreter.map_or(json!({}), |i| json!({ "interpreter": i }));
+            c
+        };
+        assert_eq!(p.check(&script(None), now()), Ok(()), "the default");
+        for name in own {
+            assert_eq!(p.check(&script(Some(name)), now()), Ok(()), "{name}");
+        }
+        for name in foreign {
+            let refusal = p.check(&script(Some(name)), now()).unwrap_err();
+            assert!(
+                refusal.reason.ends_with("on this platform"),
+                "{name}: {refusal:?}"
+            );
+        }
+    }
 }
