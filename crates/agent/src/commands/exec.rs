@@ -1,6 +1,7 @@
-//! Running one `exec` or `script` command: its own process group, stdin closed, a clean
-//! environment plus the declared variables, a timeout after which the whole process tree is
-//! stopped (see [`super::proctree`]), and stdout/stderr captured up to a cap with the tail kept.
+//! Running one `exec` or `script` command: its own process group (a Job Object on Windows),
+//! stdin closed, a clean environment plus the declared variables, a timeout after which the
+//! whole process tree is stopped (see [`super::proctree`], [`super::job`]), and stdout/stderr
+//! captured up to a cap with the tail kept.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -9,13 +10,32 @@ use std::time::Duration;
 use muster_proto::api::Command;
 use tokio::sync::watch;
 
-/// The `PATH` of a command's otherwise empty environment (it may set its own).
+/// The `PATH` of a command's otherwise empty environment (it may set its own). On Windows the
+/// machine's own `PATH` is used instead (see [`base_env`]).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How long output is still read after the command's main process ended: a background
 /// descendant holding the pipes open must not hold the result back.
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(not(any(unix, windows)), allow(dead_code))]
 const DRAIN: Duration = Duration::from_millis(500);
+
+/// What a spec's program is, for the message when it cannot be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An `exec` command's program.
+    Program,
+    /// A `script`'s interpreter.
+    Interpreter,
+}
+
+impl Role {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Role::Program => "program",
+            Role::Interpreter => "interpreter",
+        }
+    }
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -27,6 +47,7 @@ pub struct ExecSpec {
     pub timeout: Duration,
     pub grace: Duration,
     pub output_cap: usize,
+    pub role: Role,
 }
 
 impl ExecSpec {
@@ -46,21 +67,183 @@ impl ExecSpec {
             program: command.command.clone(),
             args,
             env: env_of(command),
-            cwd: PathBuf::from("/"),
+            cwd: default_cwd(),
             timeout,
             grace,
             output_cap: cap,
+            role: Role::Program,
+        }
+    }
+
+    /// The spec of a `script` command whose body is in `file`.
+    pub fn for_script(
+        command: &Command,
+        interpreter: &Interpreter,
+        file: &Path,
+        timeout: Duration,
+        grace: Duration,
+        cap: usize,
+    ) -> Self {
+        let mut args: Vec<String> = interpreter.args.iter().map(|a| (*a).to_owned()).collect();
+        args.push(file.display().to_string());
+        ExecSpec {
+            program: interpreter.program.to_owned(),
+            args,
+            env: env_of(command),
+            cwd: default_cwd(),
+            timeout,
+            grace,
+            output_cap: cap,
+            role: Role::Interpreter,
         }
     }
 }
 
-/// `parameters.env` over the default `PATH`.
+/// How a `script`'s interpreter is run: `program ARGS... FILE`, the file named with
+/// `extension` (Windows picks what reads a file by its extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interpreter {
+    /// The name a command gives in `parameters.interpreter`.
+    pub name: &'static str,
+    pub program: &'static str,
+    pub args: &'static [&'static str],
+    pub extension: &'static str,
+    /// Whether the file starts with a UTF-8 byte order mark (Windows PowerShell 5.1 reads a
+    /// file without one in the ANSI code page).
+    pub bom: bool,
+}
+
+const fn interpreter(
+    name: &'static str,
+    program: &'static str,
+    args: &'static [&'static str],
+    extension: &'static str,
+) -> Interpreter {
+    Interpreter {
+        name,
+        program,
+        args,
+        extension,
+        bom: false,
+    }
+}
+
+/// The interpreters a `script` may name on this platform; the first is the default.
+#[cfg(not(windows))]
+pub const INTERPRETERS: &[Interpreter] = &[
+    interpreter("sh", "sh", &[], ""),
+    interpreter("bash", "bash", &[], ""),
+    interpreter("python3", "python3", &[], ""),
+];
+
+/// The interpreters a `script` may name on this platform; the first is the default.
+/// `cmd` runs with `/D` (no AutoRun commands from the registry) and `/Q` (echo off, so the
+/// output is the script's own, as with `sh`); PowerShell without profile or prompts, whatever
+/// the execution policy; Python through the `py` launcher (`C:\Windows\py.exe`), on the
+/// default `PATH` where Python is installed.
+#[cfg(windows)]
+pub const INTERPRETERS: &[Interpreter] = &[
+    interpreter("cmd", "cmd.exe", &["/D", "/Q", "/C"], ".cmd"),
+    Interpreter {
+        bom: true,
+        ..interpreter("powershell", "powershell.exe", PS_ARGS, ".ps1")
+    },
+    Interpreter {
+        bom: true,
+        ..interpreter("pwsh", "pwsh.exe", PS_ARGS, ".ps1")
+    },
+    interpreter("python3", "py.exe", &["-3"], ".py"),
+];
+
+#[cfg(windows)]
+const PS_ARGS: &[&str] = &[
+    "-NoProfile",
+    "-NonInteractive",
+    "-ExecutionPolicy",
+    "Bypass",
+    "-File",
+];
+
+/// The interpreter a script names (`None`: the platform's default), if this platform has it.
+pub fn find_interpreter(name: Option<&str>) -> Option<&'static Interpreter> {
+    match name {
+        None => INTERPRETERS.first(),
+        Some(name) => INTERPRETERS.iter().find(|i| i.name == name),
+    }
+}
+
+/// Where commands run: `/`, or the system drive's root on Windows.
+pub fn default_cwd() -> PathBuf {
+    #[cfg(windows)]
+    {
+        let drive = std::env::var("SystemDrive").unwrap_or_else(|_| "C:".into());
+        PathBuf::from(format!("{drive}\\"))
+    }
+    #[cfg(not(windows))]
+    PathBuf::from("/")
+}
+
+/// The variables every command gets. Unix: `PATH` ([`DEFAULT_PATH`]) only. Windows programs
+/// do not start in an empty environment (Winsock, COM and PowerShell need `SystemRoot` and
+/// friends), so the machine-wide variables below are passed on from the agent's environment,
+/// which for a service is the machine's: nothing user- or session-specific.
+pub fn base_env() -> Vec<(String, String)> {
+    #[cfg(windows)]
+    {
+        const PASSED: &[&str] = &[
+            "SystemRoot",
+            "SystemDrive",
+            "windir",
+            "ComSpec",
+            "PATHEXT",
+            "TEMP",
+            "TMP",
+            "ALLUSERSPROFILE",
+            "ProgramData",
+            "ProgramFiles",
+            "ProgramFiles(x86)",
+            "ProgramW6432",
+            "CommonProgramFiles",
+            "CommonProgramFiles(x86)",
+            "CommonProgramW6432",
+            "PSModulePath",
+            "NUMBER_OF_PROCESSORS",
+            "PROCESSOR_ARCHITECTURE",
+            "OS",
+        ];
+        let mut env: Vec<(String, String)> = PASSED
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+            .collect();
+        let root = std::env::var("SystemRoot").unwrap_or_else(|_| "C:\\Windows".into());
+        let path = std::env::var("PATH").unwrap_or_else(|_| {
+            format!(
+                "{root}\\system32;{root};{root}\\System32\\Wbem;{root}\\System32\\WindowsPowerShell\\v1.0\\"
+            )
+        });
+        env.push(("PATH".to_owned(), path));
+        env
+    }
+    #[cfg(not(windows))]
+    vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())]
+}
+
+/// Whether two variable names are the same (Windows: whatever their case).
+fn same_name(a: &str, b: &str) -> bool {
+    if cfg!(windows) {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
+}
+
+/// `parameters.env` over the [`base_env`].
 pub fn env_of(command: &Command) -> Vec<(String, String)> {
-    let mut env = vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())];
+    let mut env = base_env();
     if let Some(vars) = command.parameters.get("env").and_then(|e| e.as_object()) {
         for (k, v) in vars {
             if let Some(v) = v.as_str() {
-                env.retain(|(name, _)| name != k);
+                env.retain(|(name, _)| !same_name(name, k));
                 env.push((k.clone(), v.to_owned()));
             }
         }
@@ -68,7 +251,8 @@ pub fn env_of(command: &Command) -> Vec<(String, String)> {
     env
 }
 
-/// A script's private directory (0700) and file, removed when dropped.
+/// A script's private directory (0700; on Windows it inherits the state directory's ACL) and
+/// file, removed when dropped.
 #[derive(Debug)]
 pub struct ScriptDir {
     dir: PathBuf,
@@ -76,8 +260,14 @@ pub struct ScriptDir {
 }
 
 impl ScriptDir {
-    /// Writes `body` to a new private directory under `parent` (created 0700 if missing).
-    pub fn create(parent: &Path, id: i64, body: &str) -> std::io::Result<ScriptDir> {
+    /// Writes `body` to a new private directory under `parent` (created 0700 if missing), in a
+    /// file named `script` with the interpreter's extension.
+    pub fn create(
+        parent: &Path,
+        id: i64,
+        body: &str,
+        interpreter: &Interpreter,
+    ) -> std::io::Result<ScriptDir> {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -93,14 +283,20 @@ impl ScriptDir {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         // `create` fails if it exists: nobody else's directory is ever reused.
         builder.create(&dir)?;
-        let file = dir.join("script");
+        let file = dir.join(format!("script{}", interpreter.extension));
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = options
-            .open(&file)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, body.as_bytes()));
+        let bom: &[u8] = if interpreter.bom {
+            b"\xEF\xBB\xBF"
+        } else {
+            b""
+        };
+        let written = options.open(&file).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, bom)?;
+            std::io::Write::write_all(&mut f, body.as_bytes())
+        });
         let script = ScriptDir { dir, file };
         written.map(|()| script)
     }
@@ -176,7 +372,12 @@ pub struct ExecOutcome {
 pub type OnSpawn = Box<dyn FnOnce(i32) + Send>;
 
 /// Runs `spec` until it exits, times out, or `stop` turns true.
-#[cfg(unix)]
+///
+/// On Unix the command leads its own process group and a timeout or stop goes through
+/// [`super::proctree::stop_tree`]. On Windows it is created suspended, bound to a Job Object
+/// ([`super::job`]) and only then resumed, so everything it starts is in the job from its first
+/// instruction; a timeout or stop waits the grace for the tree to end, then terminates the job.
+#[cfg(any(unix, windows))]
 pub async fn run(
     spec: ExecSpec,
     mut stop: watch::Receiver<bool>,
@@ -192,6 +393,12 @@ pub async fn run(
     let take = |t: &Arc<Mutex<Tail>>| {
         std::mem::take(&mut *t.lock().unwrap_or_else(PoisonError::into_inner))
     };
+    let failed = |why: String| ExecOutcome {
+        ending: Ending::SpawnFailed(why),
+        exit_code: None,
+        stdout: Tail::new(0),
+        stderr: Tail::new(0),
+    };
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
@@ -200,17 +407,30 @@ pub async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(false);
+    #[cfg(unix)]
+    cmd.process_group(0);
+    #[cfg(windows)]
+    cmd.creation_flags(super::job::CREATION_FLAGS);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return failed(format!(
+                "{} not found: {} ({e})",
+                spec.role.noun(),
+                spec.program
+            ));
+        }
+        Err(e) => return failed(format!("cannot start {}: {e}", spec.program)),
+    };
+    // Bound before it runs a single instruction: nothing it starts can leave the job.
+    #[cfg(windows)]
+    let job = match super::job::bind_and_resume(&child) {
+        Ok(job) => job,
         Err(e) => {
-            return ExecOutcome {
-                ending: Ending::SpawnFailed(format!("cannot start {}: {e}", spec.program)),
-                exit_code: None,
-                stdout: Tail::new(0),
-                stderr: Tail::new(0),
-            };
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return failed(format!("cannot bind {} to a job object: {e}", spec.program));
         }
     };
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
@@ -257,11 +477,22 @@ pub async fn run(
         _ => None,
     };
     if matches!(ending, Ending::TimedOut | Ending::Stopped) && pid > 0 {
+        #[cfg(unix)]
         super::proctree::stop_tree(pid, spec.grace).await;
+        #[cfg(windows)]
+        let terminated = job.stop(spec.grace).await;
         if let Ok(status) = child.wait().await {
             exit_code = status.code();
         }
+        // The code the job was terminated with says nothing about the command.
+        #[cfg(windows)]
+        if terminated {
+            exit_code = None;
+        }
     }
+    // Ended by itself: what it left running goes on, as on Unix (the job no longer kills it).
+    #[cfg(windows)]
+    job.release();
     let drained = async {
         for r in &mut readers {
             let _ = r.await;
@@ -292,8 +523,19 @@ fn exited(status: std::io::Result<std::process::ExitStatus>) -> Ending {
     }
 }
 
+#[cfg(windows)]
+fn exited(status: std::io::Result<std::process::ExitStatus>) -> Ending {
+    match status {
+        Ok(s) => Ending::Exited {
+            code: s.code(),
+            signal: None,
+        },
+        Err(e) => Ending::SpawnFailed(format!("waiting for the command: {e}")),
+    }
+}
+
 /// Other platforms run no processes yet.
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub async fn run(spec: ExecSpec, _stop: watch::Receiver<bool>, _on_spawn: OnSpawn) -> ExecOutcome {
     ExecOutcome {
         ending: Ending::SpawnFailed(format!(
@@ -322,6 +564,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             grace: Duration::from_millis(500),
             output_cap: 1024,
+            role: Role::Program,
         }
     }
 
@@ -403,7 +646,7 @@ mod tests {
     async fn a_program_that_does_not_exist_fails_to_start() {
         let out = run(spec("/nonexistent/program", &[]), never(), Box::new(|_| {})).await;
         assert!(
-            matches!(out.ending, Ending::SpawnFailed(ref m) if m.contains("/nonexistent/program")),
+            matches!(out.ending, Ending::SpawnFailed(ref m) if m.starts_with("program not found: /nonexistent/program (")),
             "{:?}",
             out.ending
         );

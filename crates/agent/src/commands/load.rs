@@ -20,13 +20,18 @@ pub trait LoadSource: Send {
     fn sample(&mut self) -> Option<LoadSample>;
 }
 
-/// The host's load through the telemetry collector (`/proc/stat` and `/proc/meminfo` on
-/// Linux): CPU use is the busy share of the ticks since the previous sample. When that sample
-/// is older than [`HostLoad::FRESH`] (the queue was idle), CPU use since then says nothing
-/// about now: the counters are read twice, [`HostLoad::PRIME`] apart, instead.
+/// The host's load: CPU use is the busy share of the CPU time since the previous sample,
+/// memory use the share of physical memory not available. On Linux (and other non-Windows
+/// platforms) through the telemetry collector (`/proc/stat`, `/proc/meminfo`); on Windows from
+/// `GetSystemTimes` and `GlobalMemoryStatusEx` ([`windows`]). When the previous sample is
+/// older than [`HostLoad::FRESH`] (the queue was idle), CPU use since then says nothing about
+/// now: the counters are read twice, [`HostLoad::PRIME`] apart, instead.
 #[derive(Debug)]
 pub struct HostLoad {
+    #[cfg(not(windows))]
     sampler: muster_collect::TelemetrySampler,
+    #[cfg(windows)]
+    sampler: windows::Counters,
     last: std::time::Instant,
 }
 
@@ -37,13 +42,35 @@ impl HostLoad {
     pub const PRIME: Duration = Duration::from_millis(250);
 
     pub fn new() -> Self {
+        #[cfg(not(windows))]
         let mut sampler = muster_collect::TelemetrySampler::new(muster_collect::Context::default());
+        #[cfg(windows)]
+        let mut sampler = windows::Counters::default();
         // Primes the CPU counters so the first real sample has a usage.
         sampler.sample();
         HostLoad {
             sampler,
             last: std::time::Instant::now(),
         }
+    }
+
+    /// One reading of the counters: the load since the previous one.
+    #[cfg(not(windows))]
+    fn read(&mut self) -> Option<LoadSample> {
+        let report = self.sampler.sample();
+        let muster_proto::FunctionData::SystemMetrics(metrics) = report.data else {
+            return None;
+        };
+        let m = metrics.first()?;
+        Some(LoadSample {
+            cpu: m.cpu_usage?,
+            memory: m.memory_usage,
+        })
+    }
+
+    #[cfg(windows)]
+    fn read(&mut self) -> Option<LoadSample> {
+        self.sampler.sample()
     }
 }
 
@@ -56,19 +83,110 @@ impl Default for HostLoad {
 impl LoadSource for HostLoad {
     fn sample(&mut self) -> Option<LoadSample> {
         if self.last.elapsed() > Self::FRESH {
-            self.sampler.sample();
+            self.read();
             std::thread::sleep(Self::PRIME);
         }
         self.last = std::time::Instant::now();
-        let report = self.sampler.sample();
-        let muster_proto::FunctionData::SystemMetrics(metrics) = report.data else {
+        self.read()
+    }
+}
+
+/// The Windows counters.
+#[cfg(windows)]
+#[allow(unsafe_code)] // Win32 FFI; each block says why it is sound.
+pub mod windows {
+    use super::LoadSample;
+
+    /// CPU times, in 100 ns units, summed over all processors.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct CpuTimes {
+        pub idle: u64,
+        /// Kernel time, idle time included (as `GetSystemTimes` counts it).
+        pub kernel: u64,
+        pub user: u64,
+    }
+
+    /// The busy share of the CPU time between two readings, percent; `None` when no time
+    /// passed (or the counters went backwards).
+    pub fn cpu_usage(before: CpuTimes, now: CpuTimes) -> Option<f64> {
+        let idle = now.idle.checked_sub(before.idle)?;
+        let total = (now.kernel.checked_sub(before.kernel)?)
+            .checked_add(now.user.checked_sub(before.user)?)?;
+        if total == 0 {
             return None;
+        }
+        let busy = total.saturating_sub(idle);
+        Some((busy as f64 * 100.0 / total as f64).clamp(0.0, 100.0))
+    }
+
+    /// The CPU times now.
+    pub fn cpu_times() -> std::io::Result<CpuTimes> {
+        use windows_sys::Win32::Foundation::FILETIME;
+        use windows_sys::Win32::System::Threading::GetSystemTimes;
+
+        let zero = FILETIME {
+            dwLowDateTime: 0,
+            dwHighDateTime: 0,
         };
-        let m = metrics.first()?;
-        Some(LoadSample {
-            cpu: m.cpu_usage?,
-            memory: m.memory_usage,
+        let (mut idle, mut kernel, mut user) = (zero, zero, zero);
+        // SAFETY: three valid FILETIME out-pointers for the duration of the call.
+        let ok = unsafe { GetSystemTimes(&raw mut idle, &raw mut kernel, &raw mut user) };
+        if ok == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let t = |f: FILETIME| (u64::from(f.dwHighDateTime) << 32) | u64::from(f.dwLowDateTime);
+        Ok(CpuTimes {
+            idle: t(idle),
+            kernel: t(kernel),
+            user: t(user),
         })
+    }
+
+    /// Physical memory in use (not available), percent.
+    pub fn memory_usage() -> std::io::Result<f64> {
+        use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
+
+        // SAFETY: an all-zero MEMORYSTATUSEX is valid once dwLength is set.
+        let mut status: MEMORYSTATUSEX = unsafe { std::mem::zeroed() };
+        status.dwLength = size_of::<MEMORYSTATUSEX>() as u32;
+        // SAFETY: `status` is a MEMORYSTATUSEX with its length set.
+        if unsafe { GlobalMemoryStatusEx(&raw mut status) } == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if status.ullTotalPhys == 0 {
+            return Err(std::io::Error::other("no physical memory reported"));
+        }
+        let used = status.ullTotalPhys.saturating_sub(status.ullAvailPhys);
+        Ok(used as f64 * 100.0 / status.ullTotalPhys as f64)
+    }
+
+    /// The previous CPU reading, for the next usage.
+    #[derive(Debug, Default)]
+    pub struct Counters {
+        last: Option<CpuTimes>,
+    }
+
+    impl Counters {
+        /// The load since the previous call (`None` the first time, or when a counter
+        /// cannot be read).
+        pub fn sample(&mut self) -> Option<LoadSample> {
+            let now = match cpu_times() {
+                Ok(now) => now,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the CPU times");
+                    return None;
+                }
+            };
+            let before = self.last.replace(now)?;
+            let cpu = cpu_usage(before, now)?;
+            match memory_usage() {
+                Ok(memory) => Some(LoadSample { cpu, memory }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the memory status");
+                    None
+                }
+            }
+        }
     }
 }
 
@@ -202,10 +320,59 @@ mod tests {
         let mut host = HostLoad::new();
         std::thread::sleep(Duration::from_millis(50));
         let sample = host.sample();
-        if cfg!(target_os = "linux") {
-            let s = sample.expect("linux always has /proc/stat and /proc/meminfo");
+        if cfg!(any(target_os = "linux", windows)) {
+            let s = sample.expect("linux has /proc/stat and /proc/meminfo, Windows its counters");
             assert!((0.0..=100.0).contains(&s.cpu), "{s:?}");
-            assert!((0.0..=100.0).contains(&s.memory), "{s:?}");
+            assert!(s.memory > 0.0 && s.memory <= 100.0, "{s:?}");
         }
+    }
+
+    /// Under Wine too the counters move: CPU time passes, memory is in use. A busy thread
+    /// shows as CPU use.
+    #[cfg(windows)]
+    #[test]
+    fn the_windows_counters_are_sane_and_see_a_busy_thread() {
+        use super::windows::{CpuTimes, cpu_times, cpu_usage, memory_usage};
+
+        let t = |idle, kernel, user| CpuTimes { idle, kernel, user };
+        assert_eq!(cpu_usage(t(0, 100, 100), t(50, 200, 200)), Some(75.0));
+        assert_eq!(
+            cpu_usage(t(0, 100, 100), t(0, 100, 100)),
+            None,
+            "no time passed"
+        );
+        assert_eq!(
+            cpu_usage(t(10, 100, 100), t(0, 200, 200)),
+            None,
+            "backwards"
+        );
+        let before = cpu_times().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spin = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spin.join().unwrap();
+        let now = cpu_times().unwrap();
+        assert!(
+            now.kernel + now.user > before.kernel + before.user,
+            "{before:?} {now:?}"
+        );
+        let cpu = cpu_usage(before, now).unwrap();
+        // One spinning thread of `n` processors, the rest of the machine as it is.
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        assert!(
+            cpu >= 100.0 / n / 3.0 && cpu <= 100.0,
+            "cpu {cpu}% with {n} processors"
+        );
+        let memory = memory_usage().unwrap();
+        assert!(memory > 0.0 && memory < 100.0, "memory {memory}%");
     }
 }

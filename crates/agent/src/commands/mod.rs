@@ -9,13 +9,13 @@
 //!
 //! - a `maintenance_window` command waits for the window (local time, [`clock`]);
 //! - priority 2..5 wait while smoothed CPU or memory is over its threshold ([`load`]);
-//! - a `package_manager` command waits while another process holds dpkg/apt/rpm's lock
-//!   ([`pkglock`]);
+//! - a `package_manager` command waits while another process holds dpkg/apt/rpm's lock, or
+//!   on Windows the Windows Installer's mutex ([`pkglock`]);
 //! - its named locks are taken on the server; one held elsewhere (409) defers it.
 //!
 //! Each kind of wait is reported `deferred` once, with its reason. A started command is
-//! reported `running`, runs ([`exec`]: its own process group, clean environment, timeout that
-//! stops the whole tree, [`proctree`]) and ends `succeeded`, `failed`, `timed_out` or
+//! reported `running`, runs ([`exec`]: its own process group, on Windows its own Job Object
+//! (`job`), clean environment, timeout that stops the whole tree, [`proctree`]) and ends `succeeded`, `failed`, `timed_out` or
 //! `cancelled` with its exit code and output; its locks are released whatever the end.
 //! Status updates wait in a persisted outbox until the server acknowledges them.
 //!
@@ -26,6 +26,8 @@
 pub mod api;
 pub mod clock;
 pub mod exec;
+#[cfg(windows)]
+pub mod job;
 pub mod load;
 pub mod pkglock;
 pub mod proctree;

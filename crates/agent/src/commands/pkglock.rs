@@ -6,6 +6,13 @@
 //! over the whole file, as apt does before it takes one: a conflicting lock names its holder.
 //! Nothing is ever locked, so the check cannot get in the package manager's way. A file that
 //! does not exist or cannot be opened is not held.
+//!
+//! On Windows the package manager is Windows Installer: while it installs or removes a product
+//! it holds the named mutex `Global\_MSIExecute` ([`MSI_MUTEX`]), and a second installation
+//! fails with 1618 (`ERROR_INSTALL_ALREADY_RUNNING`). [`mutex_held`] opens the mutex if it
+//! exists and waits on it for no time at all: taken, it was free and is released at once;
+//! not taken, another process holds it. The agent holds it for a few instructions at most, so
+//! an installation starting at that moment waits that long (msiexec waits for the mutex).
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +27,68 @@ pub const DEFAULT_LOCK_FILES: &[&str] = &[
     "/var/cache/dnf/metadata_lock.pid",
 ];
 
+/// The Windows Installer's mutex, held while an installation runs.
+pub const MSI_MUTEX: &str = "Global\\_MSIExecute";
+
+/// The mutexes checked by default: Windows Installer's on Windows, none elsewhere.
+pub fn default_mutexes() -> Vec<String> {
+    if cfg!(windows) {
+        vec![MSI_MUTEX.to_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The first of the named mutexes `names` another process (or thread) holds, as a reason
+/// (`package manager mutex Global\_MSIExecute is held (Windows Installer is busy)`).
+pub fn mutex_held(names: &[String]) -> Option<String> {
+    names.iter().find(|n| mutex_is_held(n)).map(|n| {
+        if n == MSI_MUTEX {
+            format!("package manager mutex {n} is held (Windows Installer is busy)")
+        } else {
+            format!("package manager mutex {n} is held")
+        }
+    })
+}
+
+#[cfg(windows)]
+#[allow(unsafe_code)] // Win32 FFI; each block says why it is sound.
+fn mutex_is_held(name: &str) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, WAIT_ABANDONED, WAIT_OBJECT_0};
+    use windows_sys::Win32::System::Threading::{OpenMutexW, ReleaseMutex, WaitForSingleObject};
+
+    /// `SYNCHRONIZE` (wait) and `MUTEX_MODIFY_STATE` (release).
+    const ACCESS: u32 = 0x0010_0000 | 0x0001;
+
+    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+    // SAFETY: `wide` is a NUL-terminated UTF-16 name that outlives the call.
+    let handle = unsafe { OpenMutexW(ACCESS, 0, wide.as_ptr()) };
+    if handle.is_null() {
+        // It does not exist (or is not ours to see): nobody installs.
+        return false;
+    }
+    // SAFETY: the handle is open with SYNCHRONIZE; a zero timeout never blocks.
+    let wait = unsafe { WaitForSingleObject(handle, 0) };
+    let taken = wait == WAIT_OBJECT_0 || wait == WAIT_ABANDONED;
+    if taken {
+        // SAFETY: this thread owns the mutex (the wait above took it).
+        unsafe { ReleaseMutex(handle) };
+    }
+    // SAFETY: the handle is open and closed once.
+    unsafe { CloseHandle(handle) };
+    !taken
+}
+
+#[cfg(not(windows))]
+fn mutex_is_held(_name: &str) -> bool {
+    false
+}
+
 /// The default lock files as paths.
 pub fn default_lock_files() -> Vec<PathBuf> {
+    if cfg!(windows) {
+        return Vec::new();
+    }
     DEFAULT_LOCK_FILES.iter().map(PathBuf::from).collect()
 }
 

@@ -53,6 +53,8 @@ pub struct Settings {
     pub allowed_types: Vec<String>,
     /// The package manager's lock files (tests point them elsewhere).
     pub package_lock_files: Vec<PathBuf>,
+    /// Named mutexes a package manager holds while it works (Windows Installer's).
+    pub package_mutexes: Vec<String>,
 }
 
 impl Settings {
@@ -71,6 +73,7 @@ impl Settings {
             output_cap: usize::try_from(s.output_max_bytes).unwrap_or(usize::MAX),
             allowed_types: config.security.allowed_command_types.clone(),
             package_lock_files: pkglock::default_lock_files(),
+            package_mutexes: pkglock::default_mutexes(),
         }
     }
 }
@@ -774,6 +777,7 @@ impl<A: CommandApi> CommandRuntime<A> {
             }
             if command.package_manager
                 && let Some(reason) = pkglock::held(&self.settings.package_lock_files)
+                    .or_else(|| pkglock::mutex_held(&self.settings.package_mutexes))
             {
                 self.defer(i, Wait::PackageManager, reason);
                 i += 1;
@@ -856,32 +860,38 @@ impl<A: CommandApi> CommandRuntime<A> {
                 (None, None)
             }
             "script" => {
-                let interpreter = command
-                    .parameters
-                    .get("interpreter")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("sh")
-                    .to_owned();
-                match ScriptDir::create(&self.dir.join("tmp"), id, &command.command) {
-                    Ok(script) => {
-                        let spec = ExecSpec {
-                            program: interpreter,
-                            args: vec![script.file.display().to_string()],
-                            env: exec::env_of(&command),
-                            cwd: PathBuf::from("/"),
+                // Checked when accepted ([`super::verify`]); a queue file from another
+                // platform's agent could still name one this one lacks.
+                let interpreter = exec::find_interpreter(
+                    command
+                        .parameters
+                        .get("interpreter")
+                        .and_then(|v| v.as_str()),
+                );
+                let script = interpreter
+                    .ok_or_else(|| "no such interpreter on this platform".to_owned())
+                    .and_then(|i| {
+                        ScriptDir::create(&self.dir.join("tmp"), id, &command.command, i)
+                            .map(|s| (i, s))
+                            .map_err(|e| format!("cannot write the script: {e}"))
+                    });
+                match script {
+                    Ok((interpreter, script)) => {
+                        let spec = ExecSpec::for_script(
+                            &command,
+                            interpreter,
+                            &script.file,
                             timeout,
                             grace,
-                            output_cap: cap,
-                        };
+                            cap,
+                        );
                         (Some(spec), Some(script))
                     }
-                    Err(e) => {
+                    Err(why) => {
                         self.done.push((
                             id,
                             ExecOutcome {
-                                ending: Ending::SpawnFailed(format!(
-                                    "cannot write the script: {e}"
-                                )),
+                                ending: Ending::SpawnFailed(why),
                                 exit_code: None,
                                 stdout: exec::Tail::new(0),
                                 stderr: exec::Tail::new(0),

@@ -1,8 +1,11 @@
 //! The queue's rules, driven through [`CommandRuntime`] with a manual clock, a scripted load
 //! source, an in-memory server and real child processes.
+//!
+//! The commands are shell one-liners: `sh -c` on Unix, `cmd /D /Q /C` on Windows (the helpers
+//! below write each step in both). Tests of one platform's mechanism (setsid, `/proc`, fcntl
+//! locks; Job Objects, the Windows Installer mutex) are gated to it and say so.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -185,12 +188,68 @@ impl Rig {
     }
 }
 
+/// The platform shell's arguments that run `script`.
+fn shell_args(script: &str) -> serde_json::Value {
+    if cfg!(windows) {
+        json!(["/D", "/Q", "/C", script])
+    } else {
+        json!(["-c", script])
+    }
+}
+
+/// Does nothing, successfully.
+const TRUE: &str = if cfg!(windows) { "exit 0" } else { "true" };
+
+/// Sleeps `secs` seconds (`ping` waits a second between echoes on Windows).
+fn sleep(secs: u32) -> String {
+    if cfg!(windows) {
+        format!("ping -n {} 127.0.0.1 > nul", secs + 1)
+    } else {
+        format!("sleep {secs}")
+    }
+}
+
+/// A command that does `first` (if any), then waits until `gate` exists. On Windows a `cmd`
+/// script: a wait needs a loop, and `exit` does not leave a `for` loop in Wine's cmd.
+fn gated(id: i64, first: Option<String>, gate: &std::path::Path) -> Command {
+    if cfg!(windows) {
+        Command {
+            kind: "script".into(),
+            command: format!(
+                "{}\r\n:wait\r\nif exist {g} exit /b 0\r\nping -n 1 127.0.0.1 > nul\r\ngoto wait\r\n",
+                first.unwrap_or_default(),
+                g = gate.display()
+            ),
+            parameters: json!({"interpreter": "cmd"}),
+            ..exec(id, "")
+        }
+    } else {
+        let wait = format!("while [ ! -e {} ]; do sleep 0.02; done", gate.display());
+        exec(id, &first.map_or(wait.clone(), |f| format!("{f}; {wait}")))
+    }
+}
+
+/// Appends the line `text` to `path` (Wine's cmd loses `(echo x)>> f`; `>> f echo x` works).
+fn append(text: &str, path: &std::path::Path) -> String {
+    if cfg!(windows) {
+        format!(">> {} echo {text}", path.display())
+    } else {
+        format!("echo {text} >> {}", path.display())
+    }
+}
+
+/// A file's text with Windows line ends as `\n`.
+fn read_lines(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap().replace("\r\n", "\n")
+}
+
+/// `script` run by the platform's shell, priority 3, a 30 s timeout.
 fn exec(id: i64, script: &str) -> Command {
     Command {
         id,
         kind: "exec".into(),
-        command: "sh".into(),
-        parameters: json!({"args": ["-c", script]}),
+        command: if cfg!(windows) { "cmd.exe" } else { "sh" }.into(),
+        parameters: json!({ "args": shell_args(script) }),
         priority: 3,
         scheduled_for: None,
         timeout_s: Some(30),
@@ -209,12 +268,14 @@ fn leased(commands: Vec<Command>) -> PendingCommands {
     }
 }
 
-/// Steps until `done` holds, a few seconds at most (commands here take milliseconds).
+/// Steps until `done` holds, a few seconds at most (commands here take milliseconds; a
+/// Windows process under Wine, on a loaded machine, up to a second or more).
 async fn until(
     rt: &mut CommandRuntime<FakeApi>,
     mut done: impl FnMut(&CommandRuntime<FakeApi>) -> bool,
 ) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let limit = Duration::from_secs(if cfg!(windows) { 30 } else { 10 });
+    let deadline = std::time::Instant::now() + limit;
     loop {
         rt.step().await;
         if done(rt) {
@@ -239,7 +300,7 @@ async fn the_queue_orders_by_due_time_then_priority_then_arrival_and_survives_a_
         (5, 3, None),
         (6, 1, at("2026-03-10T12:30:00Z")),
     ] {
-        let mut c = exec(id, "true");
+        let mut c = exec(id, TRUE);
         c.priority = priority;
         c.scheduled_for = due;
         cmds.push(c);
@@ -266,18 +327,9 @@ async fn only_due_commands_run_and_at_most_max_concurrent_at_once() {
     std::fs::create_dir(&dir).unwrap();
     let gate = rig.dir.path().join("gate");
     let mut cmds: Vec<Command> = (1..=3)
-        .map(|id| {
-            exec(
-                id,
-                &format!(
-                    "touch {}/{id}; while [ ! -e {} ]; do sleep 0.02; done",
-                    dir.display(),
-                    gate.display()
-                ),
-            )
-        })
+        .map(|id| gated(id, Some(append("x", &dir.join(id.to_string()))), &gate))
         .collect();
-    let mut later = exec(4, "true");
+    let mut later = exec(4, TRUE);
     later.scheduled_for = Some("2026-03-10T12:05:00Z".parse().unwrap());
     cmds.push(later);
     rt.accept(leased(cmds));
@@ -310,9 +362,9 @@ async fn under_load_priority_2_to_5_are_deferred_once_and_priority_1_runs() {
     let rig = Rig::new();
     let mut rt = rig.runtime();
     rig.dial.set(91.0, 20.0);
-    let mut urgent = exec(1, "true");
+    let mut urgent = exec(1, TRUE);
     urgent.priority = 1;
-    let normal = exec(2, "true");
+    let normal = exec(2, TRUE);
     rt.accept(leased(vec![normal, urgent]));
     for _ in 0..5 {
         rt.step().await;
@@ -352,7 +404,7 @@ async fn memory_over_its_threshold_defers_too() {
     let rig = Rig::new();
     let mut rt = rig.runtime();
     rig.dial.set(5.0, 80.0);
-    rt.accept(leased(vec![exec(1, "true")]));
+    rt.accept(leased(vec![exec(1, TRUE)]));
     rt.step().await;
     assert_eq!(
         rig.api.reasons(1, CommandState::Deferred),
@@ -370,9 +422,9 @@ async fn a_maintenance_window_command_waits_for_the_window_even_across_midnight(
     });
     rig.clock.set("2026-03-10T22:00:00Z".parse().unwrap());
     let mut rt = rig.runtime();
-    let mut windowed = exec(1, "true");
+    let mut windowed = exec(1, TRUE);
     windowed.maintenance_window = true;
-    rt.accept(leased(vec![windowed, exec(2, "true")]));
+    rt.accept(leased(vec![windowed, exec(2, TRUE)]));
     until(&mut rt, |rt| {
         rt.queued_ids() == [1] && rt.running_ids().is_empty()
     })
@@ -397,7 +449,7 @@ async fn a_window_command_without_a_window_is_rejected() {
     let mut rig = Rig::new();
     rig.settings.window = None;
     let mut rt = rig.runtime();
-    let mut c = exec(1, "true");
+    let mut c = exec(1, TRUE);
     c.maintenance_window = true;
     rt.accept(leased(vec![c]));
     rt.step().await;
@@ -412,12 +464,9 @@ async fn two_commands_contending_for_one_lock_run_one_after_the_other() {
     let rig = Rig::new();
     let mut rt = rig.runtime();
     let gate = rig.dir.path().join("gate");
-    let mut first = exec(
-        1,
-        &format!("while [ ! -e {} ]; do sleep 0.02; done", gate.display()),
-    );
+    let mut first = gated(1, None, &gate);
     first.locks = vec!["tenant:reboot".into(), "apt".into()];
-    let mut second = exec(2, "true");
+    let mut second = exec(2, TRUE);
     second.locks = vec!["tenant:reboot".into()];
     rt.accept(leased(vec![first, second]));
     rt.step().await;
@@ -472,7 +521,7 @@ async fn locks_are_released_after_failure_and_timeout_too() {
     let mut rt = rig.runtime();
     let mut failing = exec(1, "exit 4");
     failing.locks = vec!["a".into()];
-    let mut slow = exec(2, "sleep 30");
+    let mut slow = exec(2, &sleep(30));
     slow.locks = vec!["b".into()];
     slow.timeout_s = Some(1);
     rt.accept(leased(vec![failing, slow]));
@@ -493,7 +542,7 @@ async fn a_redelivered_lease_is_acknowledged_again_and_a_finished_id_is_never_re
     let rig = Rig::new();
     let mut rt = rig.runtime();
     let marks = rig.dir.path().join("runs");
-    let c = exec(1, &format!("echo x >> {}", marks.display()));
+    let c = exec(1, &append("x", &marks));
     rig.dial.set(99.0, 20.0);
     rt.accept(leased(vec![c.clone()]));
     rt.flush().await;
@@ -515,16 +564,21 @@ async fn a_redelivered_lease_is_acknowledged_again_and_a_finished_id_is_never_re
     let mut rt = rig.runtime();
     rt.accept(leased(vec![c]));
     assert_eq!(rt.queue_depth(), 0);
-    assert_eq!(std::fs::read_to_string(&marks).unwrap(), "x\n", "ran once");
+    assert_eq!(read_lines(&marks), "x\n", "ran once");
 }
 
 #[tokio::test]
 async fn cancelling_drops_a_queued_command_and_stops_a_running_tree() {
     let rig = Rig::new();
     let mut rt = rig.runtime();
-    let mut queued = exec(2, "true");
+    let mut queued = exec(2, TRUE);
     queued.scheduled_for = Some("2026-03-10T18:00:00Z".parse().unwrap());
-    rt.accept(leased(vec![exec(1, "sleep 30 & sleep 31; wait"), queued]));
+    let tree = if cfg!(windows) {
+        format!("start /b {} & {}", sleep(30), sleep(31))
+    } else {
+        "sleep 30 & sleep 31; wait".to_owned()
+    };
+    rt.accept(leased(vec![exec(1, &tree), queued]));
     rt.step().await;
     assert_eq!(rt.running_ids(), [1]);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -568,23 +622,17 @@ async fn with_a_key_only_commands_signed_for_this_agent_run() {
         c.signature = Some(BASE64.encode(pair.sign(&c.signing_payload(agent)).as_ref()));
         c
     };
-    let good = sign(
-        exec(1, &format!("echo 1 >> {}", marks.display())),
-        "agent-1",
-    );
-    let mut tampered = sign(exec(2, "true"), "agent-1");
-    tampered.parameters = json!({"args": ["-c", format!("echo 2 >> {}", marks.display())]});
-    let unsigned = exec(3, &format!("echo 3 >> {}", marks.display()));
-    let elsewhere = sign(
-        exec(4, &format!("echo 4 >> {}", marks.display())),
-        "agent-2",
-    );
-    let mut expired = exec(5, &format!("echo 5 >> {}", marks.display()));
+    let good = sign(exec(1, &append("1", &marks)), "agent-1");
+    let mut tampered = sign(exec(2, TRUE), "agent-1");
+    tampered.parameters = json!({ "args": shell_args(&append("2", &marks)) });
+    let unsigned = exec(3, &append("3", &marks));
+    let elsewhere = sign(exec(4, &append("4", &marks)), "agent-2");
+    let mut expired = exec(5, &append("5", &marks));
     expired.expires_at = Some("2026-03-10T11:00:00Z".parse().unwrap());
     let expired = sign(expired, "agent-1");
     rt.accept(leased(vec![good, tampered, unsigned, elsewhere, expired]));
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
-    assert_eq!(std::fs::read_to_string(&marks).unwrap(), "1\n");
+    assert_eq!(read_lines(&marks), "1\n");
     for id in [2, 3, 4] {
         assert_eq!(
             rig.api.states(id),
@@ -602,7 +650,7 @@ async fn with_a_key_only_commands_signed_for_this_agent_run() {
 async fn a_command_that_expires_while_queued_never_runs() {
     let rig = Rig::new();
     let mut rt = rig.runtime();
-    let mut c = exec(1, "true");
+    let mut c = exec(1, TRUE);
     c.scheduled_for = Some("2026-03-10T13:00:00Z".parse().unwrap());
     c.expires_at = Some("2026-03-10T12:30:00Z".parse().unwrap());
     rt.accept(leased(vec![c]));
@@ -623,7 +671,7 @@ async fn types_not_allowed_are_rejected_with_the_reason() {
     let mut rig = Rig::new();
     rig.settings.allowed_types = vec!["builtin".into()];
     let mut rt = rig.runtime();
-    rt.accept(leased(vec![exec(1, "true")]));
+    rt.accept(leased(vec![exec(1, TRUE)]));
     rt.flush().await;
     assert_eq!(
         rig.api.states(1),
@@ -638,6 +686,7 @@ async fn types_not_allowed_are_rejected_with_the_reason() {
     );
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn a_script_runs_from_a_private_file_with_its_interpreter_env_and_output() {
     let rig = Rig::new();
@@ -669,12 +718,18 @@ async fn output_is_capped_to_its_tail_with_the_flag_set() {
     let mut rig = Rig::new();
     rig.settings.output_cap = 1024;
     let mut rt = rig.runtime();
-    rt.accept(leased(vec![exec(1, "seq 1 5000; seq 1 3 >&2")]));
+    let script = if cfg!(windows) {
+        "(for /L %i in (1,1,2000) do @echo %i) & for /L %i in (1,1,3) do @echo %i>&2"
+    } else {
+        "seq 1 2000; seq 1 3 >&2"
+    };
+    rt.accept(leased(vec![exec(1, script)]));
     until(&mut rt, |rt| rt.queue_depth() == 0).await;
     let u = rig.api.last(1);
     assert!(u.stdout_truncated && !u.stderr_truncated);
-    assert!(u.stdout.unwrap().ends_with("4999\n5000\n"));
-    assert_eq!(u.stderr.as_deref(), Some("1\n2\n3\n"));
+    let nl = |t: Option<String>| t.unwrap().replace("\r\n", "\n");
+    assert!(nl(u.stdout).ends_with("1999\n2000\n"));
+    assert_eq!(nl(u.stderr), "1\n2\n3\n");
 }
 
 #[tokio::test]
@@ -682,7 +737,7 @@ async fn status_updates_are_retried_until_the_server_takes_them_even_across_a_re
     let rig = Rig::new();
     rig.api.0.lock().unwrap().fail_status = 2;
     let mut rt = rig.runtime();
-    rt.accept(leased(vec![exec(1, "true")]));
+    rt.accept(leased(vec![exec(1, TRUE)]));
     rt.step().await;
     assert!(rig.api.states(1).is_empty());
     assert_eq!(rt.outbox().count(), 2, "received, running");
@@ -710,13 +765,16 @@ async fn status_updates_are_retried_until_the_server_takes_them_even_across_a_re
     assert_eq!(rt.outbox().count(), 0);
 }
 
+/// dpkg's fcntl lock: Unix only (the Windows Installer's mutex: `windows_tests`).
+#[cfg(unix)]
 #[tokio::test]
 async fn a_package_manager_command_waits_while_another_process_holds_the_lock() {
     use std::io::{BufRead, BufReader};
     let mut rig = Rig::new();
     let lock = rig.dir.path().join("lock-frontend");
     std::fs::write(&lock, b"").unwrap();
-    rig.settings.package_lock_files = vec![PathBuf::from("/nonexistent/lock"), lock.clone()];
+    rig.settings.package_lock_files =
+        vec![std::path::PathBuf::from("/nonexistent/lock"), lock.clone()];
     let mut rt = rig.runtime();
     let mut holder = std::process::Command::new("python3")
         .args(["-c", "import fcntl,sys; f=open(sys.argv[1],'r+'); fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()"])
@@ -729,9 +787,9 @@ async fn a_package_manager_command_waits_while_another_process_holds_the_lock() 
     BufReader::new(holder.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let mut c = exec(1, "true");
+    let mut c = exec(1, TRUE);
     c.package_manager = true;
-    rt.accept(leased(vec![c, exec(2, "true")]));
+    rt.accept(leased(vec![c, exec(2, TRUE)]));
     until(&mut rt, |rt| {
         rt.queued_ids() == [1] && rt.running_ids().is_empty()
     })
@@ -779,19 +837,22 @@ async fn builtins_are_handed_to_the_agent_and_reported_with_its_result() {
 
 #[tokio::test]
 async fn shutdown_gives_running_commands_the_grace_then_stops_and_reports_them() {
-    let rig = Rig::new();
+    let mut rig = Rig::new();
+    // A Windows process under Wine takes a few hundred milliseconds to start.
+    let (quick, limit) = if cfg!(windows) {
+        rig.settings.grace = Duration::from_secs(2);
+        (TRUE.to_owned(), Duration::from_secs(8))
+    } else {
+        ("sleep 0.1".to_owned(), Duration::from_secs(3))
+    };
     let mut rt = rig.runtime();
-    let mut c = exec(1, "sleep 30");
+    let mut c = exec(1, &sleep(30));
     c.locks = vec!["x".into()];
-    rt.accept(leased(vec![c, exec(2, "sleep 0.1")]));
+    rt.accept(leased(vec![c, exec(2, &quick)]));
     rt.step().await;
     let started = std::time::Instant::now();
     rt.shutdown().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
     assert_eq!(
         rig.api.last(2).status,
         CommandState::Succeeded,
@@ -836,6 +897,9 @@ fn the_signing_key_is_pinned_once_and_never_replaced_silently() {
     );
 }
 
+/// The `/proc` walk that stops a crashed agent's commands at the next start: Unix only. On
+/// Windows the kill-on-close job stops them when the agent dies (`tests::windows`).
+#[cfg(unix)]
 #[tokio::test]
 async fn after_a_crash_the_next_start_reports_the_running_command_failed_and_stops_its_tree() {
     let rig = Rig::new();
@@ -905,7 +969,7 @@ async fn a_conflict_on_one_lock_releases_the_locks_already_taken() {
         .locks
         .insert("Tenant:reboot".into(), ("held".into(), 99));
     let mut rt = rig.runtime();
-    let mut c = exec(1, "true");
+    let mut c = exec(1, TRUE);
     c.locks = vec!["apt".into(), "tenant:reboot".into()];
     rt.accept(leased(vec![c]));
     rt.step().await;
@@ -920,3 +984,6 @@ async fn a_conflict_on_one_lock_releases_the_locks_already_taken() {
         ["lock held: reboot is held by agent a-1 for command 99"]
     );
 }
+
+#[cfg(windows)]
+mod windows;

@@ -63,9 +63,6 @@ pub struct Policy {
     pub allowed_types: Vec<String>,
 }
 
-/// The interpreters a `script` may name.
-pub const INTERPRETERS: &[&str] = &["sh", "bash", "python3"];
-
 /// The actions a `builtin` may name.
 pub const BUILTINS: &[&str] = &["scan_now", "telemetry_now", "reload_config", "collect_logs"];
 
@@ -135,12 +132,21 @@ fn check_fields(command: &Command) -> Result<(), String> {
             Ok(())
         }
         "script" => {
-            let interpreter = p.get("interpreter").map_or(Some("sh"), |v| v.as_str());
-            match interpreter {
-                Some(i) if INTERPRETERS.contains(&i) => Ok(()),
-                _ => Err(format!(
-                    "parameters.interpreter must be one of {}",
-                    INTERPRETERS.join(", ")
+            let found = match p.get("interpreter") {
+                None => super::exec::find_interpreter(None),
+                Some(v) => v
+                    .as_str()
+                    .and_then(|i| super::exec::find_interpreter(Some(i))),
+            };
+            match found {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "parameters.interpreter must be one of {} on this platform",
+                    super::exec::INTERPRETERS
+                        .iter()
+                        .map(|i| i.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
             }
         }
@@ -330,6 +336,38 @@ mod tests {
             change(&mut c);
             let refusal = p.check(&c, now()).unwrap_err();
             assert!(refusal.reason.contains(word), "{word}: {refusal:?}");
+        }
+    }
+
+    /// Each platform takes its own interpreters and refuses the other's.
+    #[test]
+    fn scripts_name_an_interpreter_of_this_platform() {
+        let p = Policy {
+            agent_id: "agent-1".into(),
+            key: None,
+            allowed_types: vec!["script".into()],
+        };
+        let (own, foreign): (&[&str], &[&str]) = if cfg!(windows) {
+            (&["cmd", "powershell", "pwsh", "python3"], &["sh", "bash"])
+        } else {
+            (&["sh", "bash", "python3"], &["cmd", "powershell", "pwsh"])
+        };
+        let script = |interpreter: Option<&str>| {
+            let mut c = command();
+            c.kind = "script".into();
+            c.parameters = interpreter.map_or(json!({}), |i| json!({ "interpreter": i }));
+            c
+        };
+        assert_eq!(p.check(&script(None), now()), Ok(()), "the default");
+        for name in own {
+            assert_eq!(p.check(&script(Some(name)), now()), Ok(()), "{name}");
+        }
+        for name in foreign {
+            let refusal = p.check(&script(Some(name)), now()).unwrap_err();
+            assert!(
+                refusal.reason.ends_with("on this platform"),
+                "{name}: {refusal:?}"
+            );
         }
     }
 }
