@@ -195,7 +195,8 @@ pub struct MetricsAck {
 /// - `exec`: `command` is the program (a path, or a name looked up in `PATH`), run with no
 ///   shell; `parameters.args` its arguments (array of strings).
 /// - `script`: `command` is the script's body; `parameters.interpreter` names what runs it
-///   (`sh`, the default, `bash`, `python3`; `powershell`, `pwsh`, `cmd` on Windows).
+///   (on Linux `sh`, the default, `bash`, `python3`; on Windows `cmd`, the default,
+///   `powershell`, `pwsh`, `python3`; an interpreter of the other platform is refused).
 /// - `builtin`: `command` is the action: `scan_now`, `telemetry_now`, `reload_config`,
 ///   `collect_logs`.
 ///
