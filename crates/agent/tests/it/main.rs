@@ -7,7 +7,6 @@ mod client;
 mod commands;
 mod config;
 mod daemon;
-#[cfg(unix)] // used by the Unix-only run and commands tests so far
 mod fake_server;
 mod logs;
 mod oracles;
@@ -17,6 +16,7 @@ mod service;
 #[cfg(unix)] // file modes
 mod spool;
 mod status;
+mod winservice;
 
 use std::process::{Command, Output};
 
