@@ -2719,7 +2719,34 @@ mod tests {
         let documented: Vec<String> = rows.iter().map(|r| strip(&r[0])).collect();
         let code: Vec<&str> = keys().collect();
         assert_eq!(documented, code);
-        let defaults = Config::default();
+        // The table gives the Unix paths; the Windows ones are named in the row's text.
+        #[allow(unused_mut)]
+        let mut defaults = Config::default();
+        #[cfg(windows)]
+        {
+            let windows = [
+                ("agent.log_file", r"%ProgramData%\Muster\logs\agent.log"),
+                ("agent.state_dir", r"%ProgramData%\Muster\state"),
+                ("agent.pid_file", r"%ProgramData%\Muster\state\agent.pid"),
+            ];
+            for (key, path) in windows {
+                let row = rows.iter().find(|r| strip(&r[0]) == key).unwrap();
+                assert!(
+                    row[4].contains(&format!("Windows default: `{path}`")),
+                    "{key}"
+                );
+            }
+            let base = program_data().join("Muster");
+            assert_eq!(defaults.agent.state_dir, base.join("state"));
+            assert_eq!(defaults.agent.log_file, base.join("logs").join("agent.log"));
+            assert_eq!(
+                defaults.agent.pid_file,
+                base.join("state").join("agent.pid")
+            );
+            defaults.agent.log_file = PathBuf::from("/var/log/muster/agent.log");
+            defaults.agent.state_dir = PathBuf::from("/var/lib/muster");
+            defaults.agent.pid_file = PathBuf::from("/run/muster-agent.pid");
+        }
         for (row, spec) in rows.iter().zip(SPECS) {
             assert_eq!(
                 row.len(),
