@@ -78,7 +78,9 @@ TARGETS=(--lib --bins --tests)
 check()  { timed win check "${CRATES[@]}" "${TARGETS[@]}" --locked; }
 clippy() { timed win clippy "${CRATES[@]}" "${TARGETS[@]}" --locked -- -D warnings; }
 build()  { timed win build -p muster-agent --profile "${WIN_PROFILE:-release}" --locked; }
-tests()  { timed wine_prefix; timed win test "${CRATES[@]}" --locked; }
+# insta finds the workspace with `cargo metadata`, which a test under Wine cannot run: without
+# INSTA_WORKSPACE_ROOT every snapshot would look new.
+tests()  { timed wine_prefix; INSTA_WORKSPACE_ROOT="$ROOT" timed win test "${CRATES[@]}" --locked; }
 # The MSI from the build, then installed and uninstalled under Wine (packaging/windows/).
 msi() {
   build

@@ -1822,13 +1822,15 @@ mod tests {
                 .unwrap_or_else(|e| panic!("expected a valid config, got: {e}"))
         }
 
-        /// The error's message, with the fixture's directory replaced by `DIR`.
+        /// The error's message, with the fixture's directory replaced by `DIR` and the
+        /// separator after it written `/` (Windows names the file `DIR\agent.toml`).
         fn err(&self) -> String {
             match self.load() {
                 Ok(_) => panic!("expected a config error"),
                 Err(e) => e
                     .to_string()
-                    .replace(&self.dir.path().display().to_string(), "DIR"),
+                    .replace(&self.dir.path().display().to_string(), "DIR")
+                    .replace("DIR\\", "DIR/"),
             }
         }
     }
@@ -1927,9 +1929,11 @@ mod tests {
         assert_eq!(c.agent.log_level, LogLevel::Debug);
         assert_eq!(c.agent.log_max_size, 2048);
         assert_eq!(c.agent.log_backup_count, 0);
-        assert_eq!(c.agent.log_file, Path::new("/tmp/agent.log"));
-        assert_eq!(c.agent.state_dir, Path::new("/tmp/muster-state"));
-        assert_eq!(c.agent.pid_file, Path::new("/tmp/agent.pid"));
+        // `/tmp/...` is absolute on Unix; on Windows it is rooted on the file's drive.
+        let in_file = |p: &str| std::path::absolute(fixture.dir.path().join(p)).unwrap();
+        assert_eq!(c.agent.log_file, in_file("/tmp/agent.log"));
+        assert_eq!(c.agent.state_dir, in_file("/tmp/muster-state"));
+        assert_eq!(c.agent.pid_file, in_file("/tmp/agent.pid"));
         assert_eq!(c.agent.spool_max_bytes, 1_000_000);
         assert_eq!(c.agent.spool_max_items, 50);
         // The trailing slash goes, so request paths can be appended.
@@ -2083,7 +2087,9 @@ mod tests {
                 .env("MUSTER_AGENT_STATE_DIR", "/from/env")
                 .env("MUSTER_AGENT_LOG_LEVEL", "error");
         let loaded = fixture.ok();
-        assert_eq!(loaded.config.agent.state_dir, Path::new("/from/env"));
+        // Rooted on the current drive on Windows.
+        let abs = |p: &str| std::path::absolute(p).unwrap();
+        assert_eq!(loaded.config.agent.state_dir, abs("/from/env"));
         assert_eq!(loaded.config.agent.log_level, LogLevel::Error);
         assert_eq!(
             loaded.source("agent.state_dir"),
@@ -2092,7 +2098,7 @@ mod tests {
         fixture.flags.state_dir = Some("/from/flag".into());
         fixture.flags.log_level = Some("trace".into());
         let loaded = fixture.ok();
-        assert_eq!(loaded.config.agent.state_dir, Path::new("/from/flag"));
+        assert_eq!(loaded.config.agent.state_dir, abs("/from/flag"));
         assert_eq!(loaded.config.agent.log_level, LogLevel::Trace);
         assert_eq!(
             loaded.source("agent.state_dir"),

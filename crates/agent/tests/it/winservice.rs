@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use muster_agent::service;
 
+use crate::fake_server::until;
 use crate::fake_server::{ENROL_TOKEN, FakeServer, TENANT};
-use crate::run::until;
 
 /// `CARGO_BIN_EXE_*` is the host's path (`/work/...`); Windows APIs (the SCM's binary path)
 /// need Wine's mapping of `/`, `Z:\`.
@@ -46,14 +46,16 @@ impl Scratch {
         service::Layout::new(&self.program_files(), &self.program_data())
     }
 
-    /// `muster-agent service ARGS` with this scratch's ProgramFiles and ProgramData.
-    fn service(&self, args: &[&str]) -> Output {
-        Command::new(agent_exe())
+    /// `muster-agent service ARGS` with this scratch's ProgramFiles and ProgramData. Async, so
+    /// the fake server on this test's runtime keeps answering the service meanwhile.
+    async fn service(&self, args: &[&str]) -> Output {
+        tokio::process::Command::new(agent_exe())
             .arg("service")
             .args(args)
             .env("ProgramFiles", self.program_files())
             .env("ProgramData", self.program_data())
             .output()
+            .await
             .expect("muster-agent runs")
     }
 }
@@ -72,8 +74,8 @@ fn stdout(out: &Output) -> String {
 }
 
 /// Removes a service left by an interrupted earlier run (the SCM outlives the test).
-fn clean_slate(scratch: &Scratch) {
-    let out = scratch.service(&["uninstall"]);
+async fn clean_slate(scratch: &Scratch) {
+    let out = scratch.service(&["uninstall"]).await;
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -81,13 +83,13 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
     let server = FakeServer::start().await;
     let scratch = Scratch {
         dir: tempfile::tempdir().unwrap(),
     };
-    clean_slate(&scratch);
+    clean_slate(&scratch).await;
     let layout = scratch.layout();
     // The configuration to install: the fake server, the Windows layout's own paths.
     let given = scratch.dir.path().join("given.toml");
@@ -109,13 +111,15 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
 
     // Install: binary copied, configuration installed, service created and started.
     let binary = agent_exe();
-    let out = scratch.service(&[
-        "install",
-        "--binary",
-        binary.to_str().unwrap(),
-        "--config",
-        given.to_str().unwrap(),
-    ]);
+    let out = scratch
+        .service(&[
+            "install",
+            "--binary",
+            binary.to_str().unwrap(),
+            "--config",
+            given.to_str().unwrap(),
+        ])
+        .await;
     assert!(out.status.success(), "{}", text(&out));
     let said = stdout(&out);
     assert!(said.contains("service muster-agent: created"), "{said}");
@@ -125,7 +129,7 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
     assert!(layout.state_dir.is_dir() && layout.log_dir.is_dir());
 
     // The SCM says Running, with the pid of the installed binary's process.
-    let out = scratch.service(&["status"]);
+    let out = scratch.service(&["status"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let said = stdout(&out);
     assert!(said.contains("state: Running (pid "), "{said}");
@@ -159,9 +163,9 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
     assert_eq!(read(&pid_file).trim(), pid.to_string());
 
     // Stop: the SCM's Stop control goes through the agent's shutdown path.
-    let out = scratch.service(&["stop"]);
+    let out = scratch.service(&["stop"]).await;
     assert!(out.status.success(), "{}", text(&out));
-    let out = scratch.service(&["status"]);
+    let out = scratch.service(&["status"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(stdout(&out).contains("state: Stopped"), "{}", text(&out));
     let log = read(&log_file);
@@ -172,7 +176,7 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
     assert!(layout.state_dir.join("enrolment.json").is_file());
 
     // Start again from the SCM, then uninstall while it runs.
-    let out = scratch.service(&["start"]);
+    let out = scratch.service(&["start"]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout(&out).contains("running (pid "), "{}", text(&out));
     until(&server, "the second heartbeat", |s| s.heartbeats >= 2).await;
@@ -182,14 +186,14 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
         "the identity is reused"
     );
 
-    let out = scratch.service(&["uninstall"]);
+    let out = scratch.service(&["uninstall"]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         stdout(&out).contains("service muster-agent: deleted"),
         "{}",
         text(&out)
     );
-    let out = scratch.service(&["status"]);
+    let out = scratch.service(&["status"]).await;
     assert_eq!(out.status.code(), Some(4), "not installed: {}", text(&out));
     assert!(!layout.binary.exists(), "the binary is removed");
     assert!(
@@ -202,7 +206,7 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
     );
 
     // --purge removes ProgramData\Muster too.
-    let out = scratch.service(&["uninstall", "--purge"]);
+    let out = scratch.service(&["uninstall", "--purge"]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(!layout.data_dir.exists());
 }
