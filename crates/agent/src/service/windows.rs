@@ -327,7 +327,11 @@ fn set_recovery(service: &windows_service::service::Service) -> anyhow::Result<(
         // Wine's SCM does not store recovery actions (ChangeServiceConfig2W answers
         // ERROR_INVALID_PARAMETER or not-supported); on Windows this is a failed install.
         Err(e) if crate::service::running_under_wine() => {
-            println!("recovery actions not set under Wine ({e})");
+            let cause = std::error::Error::source(&e).map(ToString::to_string);
+            println!(
+                "recovery actions not set under Wine ({e}: {})",
+                cause.unwrap_or_default()
+            );
             Ok(())
         }
         Err(e) => Err(e).context("setting the service's recovery actions"),

@@ -3,8 +3,9 @@
 //! reports to a fake server → stop (the SCM's Stop control, the agent's one shutdown path) →
 //! uninstall → the service is gone and the state is kept.
 //!
-//! `ProgramFiles` and `ProgramData` are pointed at a scratch directory for the `service`
-//! commands, so the install lands there; the service is always told its `--config`.
+//! `ProgramData` is pointed at a scratch directory for the `service` commands, so the
+//! configuration, state and logs land there; the service is always told its `--config`. The
+//! binary goes to the Wine prefix's own Program Files (see [`Scratch::layout`]).
 #![cfg(windows)]
 
 use std::path::{Path, PathBuf};
@@ -29,30 +30,34 @@ fn agent_exe() -> PathBuf {
     windows_path(env!("CARGO_BIN_EXE_muster-agent"))
 }
 
+fn real_program_files() -> PathBuf {
+    std::env::var_os("ProgramFiles")
+        .map_or_else(|| PathBuf::from(r"C:\Program Files"), PathBuf::from)
+}
+
 struct Scratch {
     dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    fn program_files(&self) -> PathBuf {
-        self.dir.path().join("Program Files")
-    }
-
     fn program_data(&self) -> PathBuf {
         self.dir.path().join("ProgramData")
     }
 
+    /// Where `service install` puts things: ProgramData is the scratch one; ProgramFiles is
+    /// the prefix's real one, since Wine gives every process its own `ProgramFiles` whatever
+    /// the parent passed (the binary lands in `C:\Program Files\Muster`, and uninstall
+    /// removes it).
     fn layout(&self) -> service::Layout {
-        service::Layout::new(&self.program_files(), &self.program_data())
+        service::Layout::new(&real_program_files(), &self.program_data())
     }
 
-    /// `muster-agent service ARGS` with this scratch's ProgramFiles and ProgramData. Async, so
+    /// `muster-agent service ARGS` with this scratch's ProgramData. Async, so
     /// the fake server on this test's runtime keeps answering the service meanwhile.
     async fn service(&self, args: &[&str]) -> Output {
         tokio::process::Command::new(agent_exe())
             .arg("service")
             .args(args)
-            .env("ProgramFiles", self.program_files())
             .env("ProgramData", self.program_data())
             .output()
             .await
@@ -124,7 +129,11 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
     let said = stdout(&out);
     assert!(said.contains("service muster-agent: created"), "{said}");
     assert!(said.contains("running (pid "), "{said}");
-    assert!(layout.binary.is_file(), "{}", layout.binary.display());
+    assert!(
+        layout.binary.is_file(),
+        "{}: {said}",
+        layout.binary.display()
+    );
     assert_eq!(read(&layout.config), read(&given));
     assert!(layout.state_dir.is_dir() && layout.log_dir.is_dir());
 
@@ -211,37 +220,36 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
     assert!(!layout.data_dir.exists());
 }
 
-/// `%ProgramData%\Muster` is SYSTEM and Administrators only. Wine stores a DACL set on a file
-/// only where the Unix file system keeps extended attributes; where it doesn't, setting it
-/// fails and `install` says so, which is what this asserts then.
+/// `%ProgramData%\Muster` is SYSTEM and Administrators only, and what is created below inherits
+/// that.
 #[test]
 fn the_data_directory_is_restricted_to_system_and_administrators() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("Muster");
     std::fs::create_dir(&data).unwrap();
-    match service::restrict_dir(&data) {
-        Ok(()) => {
-            let sddl = service::dacl_sddl(&data).unwrap();
-            assert!(
-                sddl.starts_with("D:P"),
-                "protected from inheritance: {sddl}"
-            );
-            assert!(sddl.contains("(A;OICI;FA;;;SY)"), "{sddl}");
-            assert!(sddl.contains("(A;OICI;FA;;;BA)"), "{sddl}");
-            assert_eq!(sddl.matches("(A;").count(), 2, "no other entry: {sddl}");
-            // Inherited by what is created below it.
-            let state = data.join("state");
-            std::fs::create_dir(&state).unwrap();
-            let below = service::dacl_sddl(&state).unwrap();
-            assert!(below.contains(";SY)") && below.contains(";BA)"), "{below}");
-        }
-        Err(e) => {
-            assert!(
-                service::running_under_wine(),
-                "restricting failed on Windows: {e}"
-            );
-        }
+    service::restrict_dir(&data).expect("setting the DACL");
+    let sddl = service::dacl_sddl(&data).expect("reading the DACL back");
+    let entries = |sddl: &str| sddl.matches("(A;").count();
+    if service::running_under_wine() && !sddl.starts_with("D:P") {
+        // Wine 8 accepts SetNamedSecurityInfoW on a file but does not keep the DACL (it
+        // reports its default owner-based one again): the ACL cannot be checked under Wine.
+        // What can be: both calls succeed and the answer is a DACL.
+        assert!(sddl.starts_with("D:") && entries(&sddl) >= 1, "{sddl}");
+        return;
     }
+    assert!(
+        sddl.starts_with("D:P"),
+        "protected from inheritance: {sddl}"
+    );
+    assert!(sddl.contains("(A;OICI;FA;;;SY)"), "{sddl}");
+    assert!(sddl.contains("(A;OICI;FA;;;BA)"), "{sddl}");
+    assert_eq!(entries(&sddl), 2, "no other entry: {sddl}");
+    // Inherited by what is created below it.
+    let state = data.join("state");
+    std::fs::create_dir(&state).unwrap();
+    let below = service::dacl_sddl(&state).unwrap();
+    assert!(below.contains(";SY)") && below.contains(";BA)"), "{below}");
+    assert_eq!(entries(&below), 2, "{below}");
 }
 
 #[test]
