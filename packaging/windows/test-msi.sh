@@ -25,9 +25,21 @@ service_status() {
   set +e; "$WINE" "$PROBE" service status >/tmp/test-msi.status 2>&1; local rc=$?; set -e
   cat /tmp/test-msi.status >&2; return $rc
 }
+# The MSI starts the service; without a base_url the agent exits 78 at once. Wait for that
+# before the next msiexec, or the exiting process may still hold the binary while RemoveFiles
+# runs (Windows then replaces it at the next reboot; Wine leaves it).
+wait_stopped() {
+  for _ in $(seq 1 50); do
+    service_status >/dev/null 2>&1 || true
+    grep -q 'state: Stopped' /tmp/test-msi.status && return 0
+    sleep 0.4
+  done
+  fail "the service did not stop: $(cat /tmp/test-msi.status)"
+}
+PROFILE="${WIN_PROFILE:-release}"
+[ "$PROFILE" = dev ] && PROFILE=debug
 PROBE="$(mktemp -d)/probe.exe"
-cp "$(dirname "$MSI")/x86_64-pc-windows-gnu/${WIN_PROFILE:-release}/muster-agent.exe" "$PROBE" 2>/dev/null ||
-  cp "$ROOT/target/windows-gnu/x86_64-pc-windows-gnu/release/muster-agent.exe" "$PROBE"
+cp "$(dirname "$MSI")/x86_64-pc-windows-gnu/$PROFILE/muster-agent.exe" "$PROBE"
 
 # A leftover install from an interrupted run would make this test meaningless.
 "$WINE" msiexec /x "$(winpath "$MSI")" /qn >/dev/null 2>&1 || true
@@ -40,12 +52,14 @@ rm -rf "$DATA"
 rc=0; service_status || rc=$?
 [ "$rc" = 0 ] || [ "$rc" = 3 ] || fail "service status exited $rc after install (4 = not installed)"
 grep -q 'muster-agent.exe' /tmp/test-msi.status || fail "service binary path not shown"
+wait_stopped
 echo "keep me" >"$DATA/state/agent.key"
 echo "# edited" >>"$DATA/agent.toml"
 
 # A reinstall (repair) keeps an edited configuration.
 "$WINE" msiexec /i "$(winpath "$MSI")" /qn REINSTALL=ALL REINSTALLMODE=vomus || fail "repair exited $?"
 grep -q '^# edited' "$DATA/agent.toml" || fail "the repair replaced agent.toml"
+wait_stopped
 
 "$WINE" msiexec /x "$(winpath "$MSI")" /qn || fail "msiexec /x exited $?"
 [ ! -e "$EXE" ] || fail "$EXE still there after uninstall"
@@ -55,6 +69,7 @@ rc=0; service_status || rc=$?
 [ -f "$DATA/agent.toml" ] || fail "agent.toml not kept by uninstall"
 
 "$WINE" msiexec /i "$(winpath "$MSI")" /qn || fail "second msiexec /i exited $?"
+wait_stopped
 "$WINE" msiexec /x "$(winpath "$MSI")" /qn PURGE=1 || fail "msiexec /x PURGE=1 exited $?"
 [ ! -e "$DATA" ] || fail "$DATA still there after uninstall with PURGE=1"
 [ ! -e "$EXE" ] || fail "$EXE still there after uninstall with PURGE=1"
