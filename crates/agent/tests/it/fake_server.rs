@@ -73,6 +73,8 @@ pub struct Seen {
     pub nudge: Arc<tokio::sync::Notify>,
 }
 
+// Used by the commands tests, Unix-only so far.
+#[cfg_attr(not(unix), allow(dead_code))]
 impl Seen {
     /// Queues a command and wakes a waiting long-poll.
     pub fn queue(&mut self, command: Command) {
