@@ -19,7 +19,7 @@ CRATES=(-p muster-proto -p muster-collect -p muster-agent)
 # rustc-web, cargo-web, rust-web-src and rust-web-clippy come from bookworm-security and must
 # be one version: build-std needs the compiler that matches the std sources exactly.
 RUST_PKGS="rustc-web cargo-web rust-web-src rust-web-clippy"
-OTHER_PKGS="gcc-mingw-w64-x86-64-win32 wine64 msitools"
+OTHER_PKGS="gcc-mingw-w64-x86-64-win32 wine64 msitools wixl"
 
 packages() {
   if ! dpkg -s $RUST_PKGS $OTHER_PKGS >/dev/null 2>&1; then
@@ -78,8 +78,17 @@ TARGETS=(--lib --bins --tests)
 check()  { timed win check "${CRATES[@]}" "${TARGETS[@]}" --locked; }
 clippy() { timed win clippy "${CRATES[@]}" "${TARGETS[@]}" --locked -- -D warnings; }
 build()  { timed win build -p muster-agent --profile "${WIN_PROFILE:-release}" --locked; }
-tests()  { timed wine_prefix; timed win test "${CRATES[@]}" --locked; }
-msi()    { build; timed bash "$ROOT/packaging/windows/build-msi.sh"; }
+# insta finds the workspace with `cargo metadata`, which a test under Wine cannot run: without
+# INSTA_WORKSPACE_ROOT every snapshot would look new.
+tests()  { timed wine_prefix; INSTA_WORKSPACE_ROOT="$ROOT" timed win test "${CRATES[@]}" --locked; }
+# The MSI from the build, then installed and uninstalled under Wine (packaging/windows/).
+msi() {
+  build
+  local out
+  out=$(timed bash "$ROOT/packaging/windows/build-msi.sh")
+  timed wine_prefix
+  timed bash "$ROOT/packaging/windows/test-msi.sh" "$out"
+}
 
 cd "$ROOT"
 trap '/usr/lib/wine/wineserver -k 2>/dev/null || true' EXIT  # no Wine process outlives us

@@ -23,8 +23,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// Show whether the agent runs and how it is doing.
     Status(StatusArgs),
-    /// Install, remove or inspect the agent as a system service (systemd or System V init),
-    /// for machines without the muster-agent package.
+    /// Install, remove, start, stop or inspect the agent as a system service (systemd or
+    /// System V init; the Service Control Manager on Windows), for machines without the
+    /// muster-agent package (or the MSI).
     #[command(subcommand)]
     Service(ServiceCommand),
     /// Show the agent's log: the journal under systemd, else the rotated log file.
@@ -56,6 +57,11 @@ pub struct RunArgs {
     /// file; without it the agent stays in the foreground for systemd.
     #[arg(long)]
     pub daemonize: bool,
+    /// Run as the Windows service (the Service Control Manager starts the agent so; see
+    /// `service install`): report to the SCM, stop on its Stop and Shutdown, log to the file.
+    #[cfg(windows)]
+    #[arg(long, conflicts_with = "daemonize")]
+    pub service: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +136,17 @@ pub enum ServiceCommand {
     /// Show what is installed and whether it runs (exit 0 running, 3 installed but not
     /// running, 4 not installed).
     Status(ServiceStatusArgs),
+    /// Start the installed service and wait until it runs.
+    Start(ServiceControlArgs),
+    /// Stop the service and wait until it has stopped.
+    Stop(ServiceControlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceControlArgs {
+    /// How long to wait for the service to reach the state, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -33,8 +33,63 @@ use crate::secret::Secret;
 /// The exit code for any configuration error (`EX_CONFIG` in `sysexits.h`).
 pub const EX_CONFIG: u8 = 78;
 
-/// The configuration file read when `--config` is not given.
+/// The configuration file read when `--config` is not given on Unix.
 pub const DEFAULT_PATH: &str = "/etc/muster/agent.toml";
+
+/// Where the agent keeps its files when nothing says otherwise, on this platform.
+///
+/// Unix: `/etc/muster/agent.toml`, `/var/lib/muster`, `/var/log/muster/agent.log`,
+/// `/run/muster-agent.pid`. Windows: everything under `%ProgramData%\Muster\` (`agent.toml`,
+/// `state\`, `logs\agent.log`, `state\agent.pid`), `%ProgramData%` read from the environment
+/// (`C:\ProgramData` when it is unset), so an installer run with another `ProgramData` and a
+/// test pointing it at a scratch directory both land where they say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultPaths {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_file: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl DefaultPaths {
+    /// This platform's defaults.
+    pub fn get() -> DefaultPaths {
+        #[cfg(windows)]
+        {
+            DefaultPaths::windows(&program_data())
+        }
+        #[cfg(not(windows))]
+        {
+            DefaultPaths {
+                config: PathBuf::from(DEFAULT_PATH),
+                state_dir: PathBuf::from("/var/lib/muster"),
+                log_file: PathBuf::from("/var/log/muster/agent.log"),
+                pid_file: PathBuf::from("/run/muster-agent.pid"),
+            }
+        }
+    }
+
+    /// The Windows layout below `program_data` (`C:\ProgramData`): `Muster\agent.toml`,
+    /// `Muster\state\`, `Muster\logs\agent.log`.
+    pub fn windows(program_data: &Path) -> DefaultPaths {
+        let base = program_data.join("Muster");
+        DefaultPaths {
+            config: base.join("agent.toml"),
+            state_dir: base.join("state"),
+            log_file: base.join("logs").join("agent.log"),
+            pid_file: base.join("state").join("agent.pid"),
+        }
+    }
+}
+
+/// `%ProgramData%`, or `C:\ProgramData` where the variable is unset (a bare service
+/// environment still has it; this is a fallback, not a setting).
+#[cfg(windows)]
+pub fn program_data() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from)
+}
 
 /// The name of the seed-style `KEY=VALUE` file looked for beside the configuration file, then
 /// beside the binary.
@@ -85,11 +140,13 @@ pub struct AgentConfig {
     pub log_max_size: u64,
     /// Rotated files kept. Default 5.
     pub log_backup_count: u32,
-    /// The log file when daemonized. Default `/var/log/muster/agent.log`.
+    /// The log file when daemonized or run as a Windows service. Default
+    /// `/var/log/muster/agent.log` (Windows `%ProgramData%\Muster\logs\agent.log`).
     pub log_file: PathBuf,
-    /// Identity, spool, queue and status. Default `/var/lib/muster`.
+    /// Identity, spool, queue and status. Default `/var/lib/muster` (Windows
+    /// `%ProgramData%\Muster\state`).
     pub state_dir: PathBuf,
-    /// Default `/run/muster-agent.pid`.
+    /// Default `/run/muster-agent.pid` (Windows `%ProgramData%\Muster\state\agent.pid`).
     pub pid_file: PathBuf,
     /// Spool bounds. Defaults 64 MiB and 10,000 items.
     pub spool_max_bytes: u64,
@@ -166,6 +223,7 @@ pub struct SecurityConfig {
 
 impl Default for Config {
     fn default() -> Self {
+        let paths = DefaultPaths::get();
         Config {
             agent: AgentConfig {
                 collection_interval: Duration::from_secs(600),
@@ -175,9 +233,9 @@ impl Default for Config {
                 log_level: LogLevel::Info,
                 log_max_size: 10 * 1024 * 1024,
                 log_backup_count: 5,
-                log_file: PathBuf::from("/var/log/muster/agent.log"),
-                state_dir: PathBuf::from("/var/lib/muster"),
-                pid_file: PathBuf::from("/run/muster-agent.pid"),
+                log_file: paths.log_file,
+                state_dir: paths.state_dir,
+                pid_file: paths.pid_file,
                 spool_max_bytes: 64 * 1024 * 1024,
                 spool_max_items: 10_000,
             },
@@ -276,7 +334,7 @@ pub struct Loaded {
     pub config: Config,
     /// Where each key's effective value came from, by `section.key` (every key is present).
     pub sources: BTreeMap<&'static str, Source>,
-    /// The configuration file: `--config`, or [`DEFAULT_PATH`] (which may not exist).
+    /// The configuration file: `--config`, or [`DefaultPaths::config`] (which may not exist).
     pub path: PathBuf,
     /// Whether [`Loaded::path`] existed and was read.
     pub file_found: bool,
@@ -433,7 +491,7 @@ pub fn load_from(
     env: &dyn Fn(&str) -> Option<String>,
     exe_dir: Option<&Path>,
 ) -> Result<Loaded, ConfigError> {
-    load_inner(flags, env, exe_dir, Path::new(DEFAULT_PATH))
+    load_inner(flags, env, exe_dir, &DefaultPaths::get().config)
 }
 
 /// [`load_from`] with the default file's path as a parameter, so a test can point it at a
@@ -1764,13 +1822,15 @@ mod tests {
                 .unwrap_or_else(|e| panic!("expected a valid config, got: {e}"))
         }
 
-        /// The error's message, with the fixture's directory replaced by `DIR`.
+        /// The error's message, with the fixture's directory replaced by `DIR` and the
+        /// separator after it written `/` (Windows names the file `DIR\agent.toml`).
         fn err(&self) -> String {
             match self.load() {
                 Ok(_) => panic!("expected a config error"),
                 Err(e) => e
                     .to_string()
-                    .replace(&self.dir.path().display().to_string(), "DIR"),
+                    .replace(&self.dir.path().display().to_string(), "DIR")
+                    .replace("DIR\\", "DIR/"),
             }
         }
     }
@@ -1869,9 +1929,11 @@ mod tests {
         assert_eq!(c.agent.log_level, LogLevel::Debug);
         assert_eq!(c.agent.log_max_size, 2048);
         assert_eq!(c.agent.log_backup_count, 0);
-        assert_eq!(c.agent.log_file, Path::new("/tmp/agent.log"));
-        assert_eq!(c.agent.state_dir, Path::new("/tmp/muster-state"));
-        assert_eq!(c.agent.pid_file, Path::new("/tmp/agent.pid"));
+        // `/tmp/...` is absolute on Unix; on Windows it is rooted on the file's drive.
+        let in_file = |p: &str| std::path::absolute(fixture.dir.path().join(p)).unwrap();
+        assert_eq!(c.agent.log_file, in_file("/tmp/agent.log"));
+        assert_eq!(c.agent.state_dir, in_file("/tmp/muster-state"));
+        assert_eq!(c.agent.pid_file, in_file("/tmp/agent.pid"));
         assert_eq!(c.agent.spool_max_bytes, 1_000_000);
         assert_eq!(c.agent.spool_max_items, 50);
         // The trailing slash goes, so request paths can be appended.
@@ -2025,7 +2087,9 @@ mod tests {
                 .env("MUSTER_AGENT_STATE_DIR", "/from/env")
                 .env("MUSTER_AGENT_LOG_LEVEL", "error");
         let loaded = fixture.ok();
-        assert_eq!(loaded.config.agent.state_dir, Path::new("/from/env"));
+        // Rooted on the current drive on Windows.
+        let abs = |p: &str| std::path::absolute(p).unwrap();
+        assert_eq!(loaded.config.agent.state_dir, abs("/from/env"));
         assert_eq!(loaded.config.agent.log_level, LogLevel::Error);
         assert_eq!(
             loaded.source("agent.state_dir"),
@@ -2034,7 +2098,7 @@ mod tests {
         fixture.flags.state_dir = Some("/from/flag".into());
         fixture.flags.log_level = Some("trace".into());
         let loaded = fixture.ok();
-        assert_eq!(loaded.config.agent.state_dir, Path::new("/from/flag"));
+        assert_eq!(loaded.config.agent.state_dir, abs("/from/flag"));
         assert_eq!(loaded.config.agent.log_level, LogLevel::Trace);
         assert_eq!(
             loaded.source("agent.state_dir"),
@@ -2442,15 +2506,18 @@ mod tests {
                 "DIR/agent.toml:2:23: [security] command_signing_key: must be base64 of a \
                  32-byte ed25519 public key, got 3 bytes",
             ),
-            (
-                "[security]\nca_file = \"missing.pem\"\n",
-                "DIR/agent.toml:2:11: [security] ca_file: cannot use DIR/missing.pem: No such \
-                 file or directory (os error 2)",
-            ),
         ];
         for (toml, expected) in cases {
             assert_eq!(err(toml), expected, "{toml}");
         }
+        // The system's own words for "not found" (Linux: "No such file or directory").
+        let not_found = io::Error::from_raw_os_error(2);
+        assert_eq!(
+            err("[security]\nca_file = \"missing.pem\"\n"),
+            format!(
+                "DIR/agent.toml:2:11: [security] ca_file: cannot use DIR/missing.pem: {not_found}"
+            )
+        );
     }
 
     #[test]
@@ -2661,7 +2728,34 @@ mod tests {
         let documented: Vec<String> = rows.iter().map(|r| strip(&r[0])).collect();
         let code: Vec<&str> = keys().collect();
         assert_eq!(documented, code);
-        let defaults = Config::default();
+        // The table gives the Unix paths; the Windows ones are named in the row's text.
+        #[allow(unused_mut)]
+        let mut defaults = Config::default();
+        #[cfg(windows)]
+        {
+            let windows = [
+                ("agent.log_file", r"%ProgramData%\Muster\logs\agent.log"),
+                ("agent.state_dir", r"%ProgramData%\Muster\state"),
+                ("agent.pid_file", r"%ProgramData%\Muster\state\agent.pid"),
+            ];
+            for (key, path) in windows {
+                let row = rows.iter().find(|r| strip(&r[0]) == key).unwrap();
+                assert!(
+                    row[4].contains(&format!("Windows default: `{path}`")),
+                    "{key}"
+                );
+            }
+            let base = program_data().join("Muster");
+            assert_eq!(defaults.agent.state_dir, base.join("state"));
+            assert_eq!(defaults.agent.log_file, base.join("logs").join("agent.log"));
+            assert_eq!(
+                defaults.agent.pid_file,
+                base.join("state").join("agent.pid")
+            );
+            defaults.agent.log_file = PathBuf::from("/var/log/muster/agent.log");
+            defaults.agent.state_dir = PathBuf::from("/var/lib/muster");
+            defaults.agent.pid_file = PathBuf::from("/run/muster-agent.pid");
+        }
         for (row, spec) in rows.iter().zip(SPECS) {
             assert_eq!(
                 row.len(),

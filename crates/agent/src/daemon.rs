@@ -225,10 +225,40 @@ pub fn lock_holder(path: &Path) -> io::Result<Option<u32>> {
     }
 }
 
+/// Windows: the agent holds its pidfile open for writing and shares it for reading only, so
+/// a write open that fails with a sharing violation means an agent holds it.
+#[cfg(windows)]
+pub fn lock_holder(path: &Path) -> io::Result<Option<u32>> {
+    let probe = std::fs::OpenOptions::new().write(true).open(path);
+    match probe {
+        Ok(_free) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(windows_lock::ERROR_SHARING_VIOLATION) => {
+            for _ in 0..5 {
+                if let Some(pid) = read_pid(path) {
+                    return Ok(Some(pid));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(Some(0))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Without `flock` the pidfile only records a pid; whether it runs is unknown.
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub fn lock_holder(_path: &Path) -> io::Result<Option<u32>> {
     Ok(None)
+}
+
+/// The pidfile lock on Windows is the file's share mode: `FILE_SHARE_READ | FILE_SHARE_DELETE`
+/// lets `status` read the pid and the holder delete the file on exit, and makes a second
+/// writer's open fail with a sharing violation.
+#[cfg(windows)]
+mod windows_lock {
+    pub const SHARE_READ_DELETE: u32 = 0x1 | 0x4;
+    pub const ERROR_SHARING_VIOLATION: i32 = 32;
 }
 
 /// The agent's pidfile, holding an exclusive `flock` for as long as the value lives (keep it
@@ -297,9 +327,48 @@ impl PidFile {
         Err(io_err(io::Error::other("the file keeps being replaced")))
     }
 
-    /// Writes our pid without a lock: there is no `flock` here (Windows runs the agent as a
-    /// service, whose manager already refuses a second instance).
-    #[cfg(not(unix))]
+    /// Opens `path` for writing shared for reading only (the Windows lock, see
+    /// [`lock_holder`]) and writes our pid; a second agent gets [`PidFileError::Held`].
+    #[cfg(windows)]
+    pub fn acquire(path: &Path) -> Result<PidFile, PidFileError> {
+        use std::os::windows::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .share_mode(windows_lock::SHARE_READ_DELETE)
+            .open(path);
+        let file = match file {
+            Ok(file) => file,
+            Err(e) if e.raw_os_error() == Some(windows_lock::ERROR_SHARING_VIOLATION) => {
+                return Err(PidFileError::Held {
+                    pid: read_pid(path),
+                    path: path.to_owned(),
+                });
+            }
+            Err(source) => {
+                return Err(PidFileError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let mut pidfile = PidFile {
+            path: path.to_owned(),
+            file,
+        };
+        pidfile
+            .write_pid(std::process::id())
+            .map_err(|source| PidFileError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(pidfile)
+    }
+
+    /// Writes our pid without a lock: there is no `flock` here.
+    #[cfg(not(any(unix, windows)))]
     pub fn acquire(path: &Path) -> Result<PidFile, PidFileError> {
         let file = File::create(path).map_err(|source| PidFileError::Io {
             path: path.to_owned(),

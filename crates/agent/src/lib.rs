@@ -15,7 +15,6 @@ pub mod run;
 pub mod scan;
 pub mod schedule;
 pub mod secret;
-#[cfg(unix)]
 pub mod service;
 pub mod spool;
 pub mod status;
@@ -30,14 +29,13 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::Run(args) => run::main(args),
         cli::Command::Config(cli::ConfigCommand::Check(args)) => config::check(&args),
         cli::Command::Status(args) => status::main(&args),
-        #[cfg(unix)]
-        cli::Command::Service(cli::ServiceCommand::Install(args)) => service::install(&args),
-        #[cfg(unix)]
-        cli::Command::Service(cli::ServiceCommand::Uninstall(args)) => service::uninstall(&args),
-        #[cfg(unix)]
-        cli::Command::Service(cli::ServiceCommand::Status(args)) => service::status(&args),
-        #[cfg(not(unix))]
-        cli::Command::Service(_) => anyhow::bail!("`service` is not available on this platform"),
+        cli::Command::Service(command) => match command {
+            cli::ServiceCommand::Install(args) => service::install(&args),
+            cli::ServiceCommand::Uninstall(args) => service::uninstall(&args),
+            cli::ServiceCommand::Status(args) => service::status(&args),
+            cli::ServiceCommand::Start(args) => service::start(&args),
+            cli::ServiceCommand::Stop(args) => service::stop(&args),
+        },
         cli::Command::Logs(args) => logs::main(&args),
     }
 }

@@ -5,7 +5,9 @@
 //! then start a single-threaded tokio runtime. In it the agent enrols if it has no enrolment,
 //! runs heartbeat, inventory and telemetry at once, and then sleeps until the next deadline
 //! of [`Schedule`]. SIGTERM and SIGINT stop it (an upload cut short goes to the spool);
-//! SIGHUP reloads the configuration, keeping the old one if the new one is bad.
+//! SIGHUP reloads the configuration, keeping the old one if the new one is bad. On Windows
+//! Ctrl-C/Ctrl-Break in a console, or the service's Stop and Shutdown controls
+//! (`run --service`, see `service::windows`), stop it through the same [`Stop`] path.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,17 +59,47 @@ const LONG_POLL_WAIT_S: u32 = 50;
 const COMMAND_RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let loaded = match config::load_or_exit(&args.config) {
+    #[cfg(windows)]
+    if args.service {
+        return crate::service::run_service(args);
+    }
+    serve(&args, Stop::Signals, &mut || {}).map(ExitCode::from)
+}
+
+/// What stops a running agent. Every way ends in the same place: the `watch` that
+/// [`Agent::run`] waits on (the one shutdown path).
+#[derive(Debug)]
+pub enum Stop {
+    /// SIGTERM or SIGINT on Unix; Ctrl-C, Ctrl-Break, closing the console or the system
+    /// shutting down on Windows.
+    Signals,
+    /// Someone else sets this to `true`: the Windows service's Stop and Shutdown controls.
+    Channel(watch::Receiver<bool>),
+}
+
+/// Runs the agent until it is told to stop. `ready` is called once the agent has started
+/// (configuration, lock, logging and runtime all in place), which a service manager is told.
+/// Returns the process's exit status: 0, or [`config::EX_CONFIG`] for a bad configuration.
+pub fn serve(args: &RunArgs, stop: Stop, ready: &mut dyn FnMut()) -> anyhow::Result<u8> {
+    let loaded = match config::load(&args.config) {
         Ok(loaded) => loaded,
-        Err(code) => return Ok(code),
+        Err(e) => {
+            eprintln!("muster-agent: {e}");
+            return Ok(config::EX_CONFIG);
+        }
     };
     if let Err(e) = loaded.require_server() {
         eprintln!("muster-agent: {e}");
-        return Ok(ExitCode::from(config::EX_CONFIG));
+        return Ok(config::EX_CONFIG);
     }
     let config = loaded.config;
     // The pidfile is taken before daemonizing so a second agent fails in the foreground,
     // where its user sees why; daemonize keeps it open and rewrites it with the daemon's pid.
+    // Windows keeps the pidfile in the state directory, which the first start creates.
+    #[cfg(windows)]
+    if let Some(dir) = config.agent.pid_file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut pid_file = daemon::PidFile::acquire(&config.agent.pid_file)?;
     let detached = if args.daemonize {
         Some(daemon::daemonize(Some(&mut pid_file)).context("daemonizing")?)
@@ -76,7 +108,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // Everything that can fail at start-up happens before the daemon says it is up, so a
     // failed background start is a failed command, with its reason.
-    let started = start(&args, &config);
+    let started = start(args, &config);
     let (held, runtime, agent) = match (started, detached) {
         (Ok(started), Some(detached)) => {
             detached.ready();
@@ -89,9 +121,16 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         (Err(e), None) => return Err(e),
     };
+    ready();
     let result = runtime.block_on(async move {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(stop_on_signal(stop_tx));
+        let stop_rx = match stop {
+            Stop::Signals => {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                tokio::spawn(stop_on_signal(stop_tx));
+                stop_rx
+            }
+            Stop::Channel(stop_rx) => stop_rx,
+        };
         if let Some(interval) = daemon::watchdog_interval() {
             tokio::spawn(watchdog(interval / 2));
         }
@@ -103,7 +142,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<ExitCode> {
         error!(error = %format!("{e:#}"), "muster-agent failed");
     }
     drop(held);
-    result.map(|()| ExitCode::SUCCESS)
+    drop(pid_file);
+    result.map(|()| 0)
 }
 
 /// What a running agent holds: the state-directory lock and the logger.
@@ -124,7 +164,14 @@ fn start(
     } else {
         Some(daemon::PidFile::acquire(&lock_path)?)
     };
-    let target = if args.daemonize {
+    #[cfg(windows)]
+    crate::service::restrict_state_dir(&config.agent.state_dir);
+    // A daemon and a Windows service have no terminal: they log to the rotated file.
+    #[cfg(windows)]
+    let to_file = args.daemonize || args.service;
+    #[cfg(not(windows))]
+    let to_file = args.daemonize;
+    let target = if to_file {
         logging::LogTarget::File {
             path: config.agent.log_file.clone(),
             max_size: config.agent.log_max_size,
@@ -146,7 +193,9 @@ fn start(
     Ok(((state_lock, log), runtime, agent))
 }
 
-/// Sets `stop` on the first SIGTERM or SIGINT; a second one exits at once.
+/// Sets `stop` on the first SIGTERM or SIGINT (Windows: Ctrl-C, Ctrl-Break, the console
+/// closing, the system shutting down); a second SIGTERM/SIGINT (Ctrl-C/Ctrl-Break) exits at
+/// once.
 async fn stop_on_signal(stop: watch::Sender<bool>) {
     #[cfg(unix)]
     {
@@ -169,7 +218,29 @@ async fn stop_on_signal(stop: watch::Sender<bool>) {
         warn!("second signal: exiting without waiting");
         std::process::exit(1);
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_shutdown};
+        let (Ok(mut c), Ok(mut brk), Ok(mut close), Ok(mut shutdown)) =
+            (ctrl_c(), ctrl_break(), ctrl_close(), ctrl_shutdown())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = c.recv() => info!(signal = "ctrl-c", "stopping"),
+            _ = brk.recv() => info!(signal = "ctrl-break", "stopping"),
+            _ = close.recv() => info!(signal = "ctrl-close", "stopping"),
+            _ = shutdown.recv() => info!(signal = "ctrl-shutdown", "stopping"),
+        }
+        let _ = stop.send(true);
+        tokio::select! {
+            _ = c.recv() => {}
+            _ = brk.recv() => {}
+        }
+        warn!("second signal: exiting without waiting");
+        std::process::exit(1);
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = tokio::signal::ctrl_c().await;
         info!(signal = "ctrl-c", "stopping");

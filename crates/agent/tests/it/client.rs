@@ -764,12 +764,28 @@ mod tls {
         (format!("https://{addr}/api"), handshakes)
     }
 
-    fn tls_client(base: &str, security: SecurityConfig) -> (Client, Arc<Mutex<Vec<Duration>>>) {
+    /// `None` under Wine when a `ca_file` is given: the platform verifier adds the file's
+    /// certificates to a CryptoAPI chain engine, which Wine 8 refuses with E_INVALIDARG
+    /// (0x80070057); the client reports it as a clean build error, asserted here. Real Windows
+    /// builds it.
+    fn tls_client(
+        base: &str,
+        security: SecurityConfig,
+    ) -> Option<(Client, Arc<Mutex<Vec<Duration>>>)> {
         let (sleeper, delays) = recording();
-        let client = Client::new(&api(base), &security)
-            .unwrap()
-            .with_sleeper(sleeper);
-        (client, delays)
+        match Client::new(&api(base), &security) {
+            Ok(client) => Some((client.with_sleeper(sleeper), delays)),
+            #[cfg(windows)]
+            Err(e) if muster_agent::service::running_under_wine() && security.ca_file.is_some() => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("building the http client") && e.contains("-2147024809"),
+                    "{e}"
+                );
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[tokio::test]
@@ -781,13 +797,15 @@ mod tls {
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, &pki.ca_pem).unwrap();
 
-        let (client, _) = tls_client(
+        let Some((client, _)) = tls_client(
             &base,
             SecurityConfig {
                 ca_file: Some(ca_file),
                 ..security()
             },
-        );
+        ) else {
+            return;
+        };
         let hb = client
             .heartbeat(&Secret::new(AGENT), &heartbeat())
             .await
@@ -808,13 +826,15 @@ mod tls {
         std::fs::write(&other_ca, &other.ca_pem).unwrap();
 
         for ca_file in [None, Some(other_ca)] {
-            let (client, delays) = tls_client(
+            let Some((client, delays)) = tls_client(
                 &base,
                 SecurityConfig {
                     ca_file,
                     ..security()
                 },
-            );
+            ) else {
+                continue;
+            };
             let err = client
                 .heartbeat(&Secret::new(AGENT), &heartbeat())
                 .await
@@ -841,7 +861,8 @@ mod tls {
                 verify_ssl: false,
                 ..security()
             },
-        );
+        )
+        .unwrap();
         client
             .heartbeat(&Secret::new(AGENT), &heartbeat())
             .await

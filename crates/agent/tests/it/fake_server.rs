@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -72,6 +73,8 @@ pub struct Seen {
     pub nudge: Arc<tokio::sync::Notify>,
 }
 
+// Used by the commands tests, Unix-only so far.
+#[cfg_attr(not(unix), allow(dead_code))]
 impl Seen {
     /// Queues a command and wakes a waiting long-poll.
     pub fn queue(&mut self, command: Command) {
@@ -445,4 +448,19 @@ async fn locks_delete(
     }
     seen.released.push(id);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Waits until `condition` holds on what the server saw (polling, bounded).
+pub async fn until(server: &FakeServer, what: &str, condition: impl Fn(&Seen) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if server.seen(|seen| condition(seen)) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let seen = server.seen(|s| format!("{s:#?}"));
+            panic!("timed out waiting for: {what}\nthe server saw: {seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

@@ -7,9 +7,10 @@ mod client;
 mod commands;
 mod config;
 mod daemon;
-#[cfg(unix)] // used by the Unix-only run and commands tests so far
 mod fake_server;
 mod logs;
+// Linux's own tools and /proc as oracles; the Windows collectors are tested in muster-collect.
+#[cfg(unix)]
 mod oracles;
 #[cfg(unix)] // signals, /proc and Unix modes throughout
 mod run;
@@ -17,6 +18,7 @@ mod service;
 #[cfg(unix)] // file modes
 mod spool;
 mod status;
+mod winservice;
 
 use std::process::{Command, Output};
 

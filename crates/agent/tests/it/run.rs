@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::fake_server::{ENROL_TOKEN, FakeServer, Seen, TENANT};
+pub use crate::fake_server::until;
+use crate::fake_server::{ENROL_TOKEN, FakeServer, TENANT};
 
 /// An agent's state directory and configuration file, in a temporary directory.
 pub struct Setup {
@@ -150,21 +151,6 @@ impl Drop for Agent {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// Waits until `condition` holds on what the server saw (polling, bounded).
-pub async fn until(server: &FakeServer, what: &str, condition: impl Fn(&Seen) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if server.seen(|seen| condition(seen)) {
-            return;
-        }
-        if Instant::now() >= deadline {
-            let seen = server.seen(|s| format!("{s:#?}"));
-            panic!("timed out waiting for: {what}\nthe server saw: {seen}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

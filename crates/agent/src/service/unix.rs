@@ -19,16 +19,16 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
 
-use crate::cli::{ServiceInstallArgs, ServiceStatusArgs, ServiceUninstallArgs};
+use crate::cli::{ServiceControlArgs, ServiceInstallArgs, ServiceStatusArgs, ServiceUninstallArgs};
 
 /// The systemd unit the package installs.
-pub const SYSTEMD_UNIT: &str = include_str!("../../../packaging/systemd/muster-agent.service");
+pub const SYSTEMD_UNIT: &str = include_str!("../../../../packaging/systemd/muster-agent.service");
 /// The System V init script the package installs.
-pub const SYSV_SCRIPT: &str = include_str!("../../../packaging/sysv/muster-agent");
+pub const SYSV_SCRIPT: &str = include_str!("../../../../packaging/sysv/muster-agent");
 /// The logrotate file for the log file of a daemonized agent.
-pub const LOGROTATE: &str = include_str!("../../../packaging/logrotate/muster-agent");
+pub const LOGROTATE: &str = include_str!("../../../../packaging/logrotate/muster-agent");
 /// The commented configuration template.
-pub const CONFIG_TEMPLATE: &str = include_str!("../../../packaging/config/agent.toml");
+pub const CONFIG_TEMPLATE: &str = include_str!("../../../../packaging/config/agent.toml");
 
 /// The system user and group that own the configuration and, unprivileged, run the agent.
 pub const SYSTEM_USER: &str = "muster";
@@ -398,6 +398,31 @@ pub fn status(args: &ServiceStatusArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_NOT_RUNNING)
     })
+}
+
+/// `service start`: `systemctl start` where systemd runs the unit, else the init script
+/// (both wait for the agent to be up; `--timeout` is the Windows side's).
+pub fn start(_args: &ServiceControlArgs) -> anyhow::Result<ExitCode> {
+    control("start")
+}
+
+/// `service stop`: `systemctl stop`, else the init script.
+pub fn stop(_args: &ServiceControlArgs) -> anyhow::Result<ExitCode> {
+    control("stop")
+}
+
+fn control(action: &str) -> anyhow::Result<ExitCode> {
+    let unit =
+        Path::new(UNIT).exists() || Path::new("/lib/systemd/system/muster-agent.service").exists();
+    if unit && systemd_running() {
+        systemctl(&[action, "muster-agent.service"])?;
+    } else if Path::new(INIT_SCRIPT).exists() {
+        run_tool(INIT_SCRIPT, &[action])?;
+    } else {
+        println!("muster-agent is not installed as a service (no {UNIT}, no {INIT_SCRIPT})");
+        return Ok(ExitCode::from(EXIT_NOT_INSTALLED));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Makes sure the `muster` group and user exist in the root: `useradd --system` on the live
