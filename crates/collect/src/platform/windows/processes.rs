@@ -6,18 +6,20 @@ use std::collections::HashMap;
 use muster_proto::data::Process;
 use muster_proto::{FunctionData, FunctionReport};
 use windows_sys::Wdk::System::Threading::{
-    NtQueryInformationProcess, ProcessCommandLineInformation,
+    NtQueryInformationProcess, ProcessBasicInformation, ProcessCommandLineInformation,
 };
 use windows_sys::Win32::Foundation::{FILETIME, UNICODE_STRING};
 use windows_sys::Win32::Security::{
     GetTokenInformation, LookupAccountSidW, PSID, SID_NAME_USE, TOKEN_QUERY, TOKEN_USER, TokenUser,
 };
+use windows_sys::Win32::System::Diagnostics::Debug::ReadProcessMemory;
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
 };
 use windows_sys::Win32::System::ProcessStatus::{K32GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS};
 use windows_sys::Win32::System::Threading::{
-    GetProcessTimes, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+    GetProcessTimes, OpenProcess, OpenProcessToken, PROCESS_QUERY_INFORMATION,
+    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_VM_READ,
 };
 
 use super::users::qualified_user;
@@ -127,6 +129,81 @@ fn command_line(process: &Handle) -> Option<String> {
     // SAFETY: checked just above: `bytes` readable bytes inside `buf`.
     let units = unsafe { std::slice::from_raw_parts(string.Buffer, bytes / 2) };
     Some(String::from_utf16_lossy(units))
+}
+
+/// `T` read from another process's memory at `address`.
+fn read_remote<T: Copy + Default>(process: &Handle, address: usize) -> Option<T> {
+    let mut value = T::default();
+    let mut read = 0usize;
+    // SAFETY: `value` is writable for size_of::<T>() bytes; the address is in the other
+    // process, which ReadProcessMemory checks (it fails rather than faults).
+    let ok = unsafe {
+        ReadProcessMemory(
+            process.raw(),
+            address as *const _,
+            (&raw mut value).cast(),
+            size_of::<T>(),
+            &mut read,
+        )
+    };
+    (ok != 0 && read == size_of::<T>()).then_some(value)
+}
+
+/// The command line from the process's PEB (`ProcessParameters->CommandLine`), for systems
+/// without `ProcessCommandLineInformation` (Windows before 8.1, Wine 8). Needs the
+/// `PROCESS_VM_READ` right, which only processes of the same user (or an admin) grant.
+#[cfg(target_pointer_width = "64")]
+fn command_line_from_peb(pid: u32) -> Option<String> {
+    // x64 offsets: PEB.ProcessParameters at 0x20; RTL_USER_PROCESS_PARAMETERS.CommandLine
+    // (a UNICODE_STRING: Length u16, MaximumLength u16, padding, Buffer) at 0x70.
+    const PROCESS_PARAMETERS: usize = 0x20;
+    const COMMAND_LINE: usize = 0x70;
+    // SAFETY: no pointers; the handle is owned by the Handle.
+    let process =
+        Handle::new(unsafe { OpenProcess(PROCESS_QUERY_INFORMATION | PROCESS_VM_READ, 0, pid) })?;
+    // PROCESS_BASIC_INFORMATION: ExitStatus, PebBaseAddress, then four more words.
+    let mut info = [0usize; 6];
+    let mut len = 0u32;
+    // SAFETY: `info` is writable for the length passed and has the structure's size and
+    // alignment.
+    let status = unsafe {
+        NtQueryInformationProcess(
+            process.raw(),
+            ProcessBasicInformation,
+            info.as_mut_ptr().cast(),
+            size_of_val(&info) as u32,
+            &mut len,
+        )
+    };
+    let peb = info[1];
+    if status < 0 || peb == 0 {
+        return None;
+    }
+    let parameters: usize = read_remote(&process, peb + PROCESS_PARAMETERS)?;
+    let string: [usize; 2] = read_remote(&process, parameters.checked_add(COMMAND_LINE)?)?;
+    let length = string[0] & 0xffff;
+    let buffer = string[1];
+    if buffer == 0 || length == 0 {
+        return None;
+    }
+    let mut units = vec![0u16; length / 2];
+    let mut read = 0usize;
+    // SAFETY: `units` is writable for `length` bytes (at most 64 KiB: Length is a u16).
+    let ok = unsafe {
+        ReadProcessMemory(
+            process.raw(),
+            buffer as *const _,
+            units.as_mut_ptr().cast(),
+            units.len() * 2,
+            &mut read,
+        )
+    };
+    (ok != 0).then(|| String::from_utf16_lossy(&units[..read / 2]))
+}
+
+#[cfg(not(target_pointer_width = "64"))]
+fn command_line_from_peb(_: u32) -> Option<String> {
+    None
 }
 
 /// `(user + kernel CPU seconds, start time)` from `GetProcessTimes`.
@@ -248,6 +325,13 @@ pub fn collect(_: &Context) -> Collected {
                 cmdline: handle
                     .as_ref()
                     .and_then(command_line)
+                    .or_else(|| {
+                        if pid == 0 {
+                            None
+                        } else {
+                            command_line_from_peb(pid)
+                        }
+                    })
                     .map(|line| split_command_line(&line))
                     .unwrap_or_default(),
                 user: handle.as_ref().and_then(|h| owner(h, &mut owners)),

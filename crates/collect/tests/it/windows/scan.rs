@@ -57,7 +57,9 @@ fn a_whole_scan_reports_every_function() {
         }
         assert_eq!(function.error, None, "{name}");
         assert_eq!(function.unavailable, None, "{name}");
-        if name != "users" {
+        // A fresh Wine prefix has no installed programs and no logged-on WTS session.
+        let may_be_empty = name == "users" || (is_wine() && name == "registry");
+        if !may_be_empty {
             assert!(!function.data.is_empty(), "{name} has no items");
         }
     }

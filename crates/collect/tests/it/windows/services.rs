@@ -44,12 +44,12 @@ fn lists_wines_services_and_one_the_test_registers() {
     );
     let registered = Registered(name.clone());
 
-    let services = services();
+    let listed = services();
     let find = |name: &str| {
-        services
+        listed
             .iter()
             .find(|s| s.name.eq_ignore_ascii_case(name))
-            .unwrap_or_else(|| panic!("no {name} in {services:#?}"))
+            .unwrap_or_else(|| panic!("no {name} in {listed:#?}"))
     };
     let ours = find(&name);
     assert_eq!(ours.load_state, "demand", "{ours:?}");

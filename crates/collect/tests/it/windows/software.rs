@@ -3,10 +3,10 @@
 
 use muster_proto::data::Package;
 use muster_proto::{FunctionData, Worker};
-use winreg::RegKey;
 use winreg::enums::{
     HKEY_CURRENT_USER, HKEY_LOCAL_MACHINE, KEY_ALL_ACCESS, KEY_WOW64_32KEY, KEY_WOW64_64KEY,
 };
+use winreg::{HKEY, RegKey};
 
 use super::report;
 
@@ -18,7 +18,7 @@ const CBS_PACKAGES: &str =
 struct Written(Vec<(RegKey, u32, String)>);
 
 impl Written {
-    fn key(&mut self, root: isize, flags: u32, path: String) -> RegKey {
+    fn key(&mut self, root: HKEY, flags: u32, path: String) -> RegKey {
         let parent = RegKey::predef(root);
         let (key, _) = parent
             .create_subkey_with_flags(&path, KEY_ALL_ACCESS | flags)
