@@ -95,8 +95,8 @@ fn enumerate(manager: &ScHandle) -> Result<Vec<Listed>, CollectError> {
                 std::ptr::null(),
             )
         };
-        // SAFETY: no arguments.
         let error = if ok == 0 {
+            // SAFETY: no arguments.
             unsafe { GetLastError() }
         } else {
             0

@@ -171,10 +171,8 @@ mod tests {
         assert_eq!(w.last(), Some(&0));
         assert_eq!(from_wide(&w), "C:\\Windows");
         // SAFETY: `w` is NUL-terminated.
-        assert_eq!(
-            unsafe { from_wide_ptr(w.as_ptr()) }.as_deref(),
-            Some("C:\\Windows")
-        );
+        let back = unsafe { from_wide_ptr(w.as_ptr()) };
+        assert_eq!(back.as_deref(), Some("C:\\Windows"));
         // SAFETY: null is allowed.
         assert_eq!(unsafe { from_wide_ptr(std::ptr::null()) }, None);
     }

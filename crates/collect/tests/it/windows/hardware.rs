@@ -57,15 +57,15 @@ fn the_system_drive_is_reported_with_the_free_space_dir_sees() {
 fn ipconfig_adapters(text: &str) -> Vec<(String, Option<String>, Vec<IpAddr>)> {
     let mut adapters: Vec<(String, Option<String>, Vec<IpAddr>)> = Vec::new();
     for line in text.lines() {
-        if let Some(name) = line.split_once(" adapter ").map(|(_, n)| n) {
-            if !line.starts_with(' ') {
-                adapters.push((
-                    name.trim().trim_end_matches(':').to_owned(),
-                    None,
-                    Vec::new(),
-                ));
-                continue;
-            }
+        if let Some((_, name)) = line.split_once(" adapter ")
+            && !line.starts_with(' ')
+        {
+            adapters.push((
+                name.trim().trim_end_matches(':').to_owned(),
+                None,
+                Vec::new(),
+            ));
+            continue;
         }
         let Some(adapter) = adapters.last_mut() else {
             continue;
