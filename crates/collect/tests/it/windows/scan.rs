@@ -78,7 +78,6 @@ fn a_whole_scan_reports_every_function() {
         m[0].cpu_usage.is_some() && m[0].interval_s.is_some(),
         "{m:?}"
     );
-    assert!(m[0].net_rx_bytes > 0, "{m:?}");
     // The report serializes to the contract's JSON.
     serde_json::to_string(&report).unwrap();
 }
