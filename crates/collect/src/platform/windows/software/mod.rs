@@ -1,0 +1,3 @@
+//! The `software` worker on Windows: one source, the registry.
+
+pub mod registry;
