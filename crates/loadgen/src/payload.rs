@@ -387,6 +387,7 @@ mod tests {
             installed_size_bytes: Some(1000),
             install_time: None,
             publisher: None,
+            uninstall_string: None,
         }
     }
 

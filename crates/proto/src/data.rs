@@ -152,6 +152,10 @@ pub struct Package {
     pub install_time: Option<Timestamp>,
     /// Vendor or publisher where the source records one.
     pub publisher: Option<String>,
+    /// The command that removes it, where the source records one (Windows: the Uninstall
+    /// key's `UninstallString`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uninstall_string: Option<String>,
 }
 
 /// `processes/processes`: one running process.
@@ -181,6 +185,20 @@ pub struct Service {
     pub active_state: String,
     pub sub_state: String,
     pub description: Option<String>,
+    /// Windows: the name the Services console shows. Absent on Linux.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Windows: `boot`, `system`, `auto`, `demand` (manual) or `disabled`, as `sc qc` names
+    /// them. Absent on Linux.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_type: Option<String>,
+    /// Windows: the process a running service lives in (services can share one). Absent on
+    /// Linux and for a stopped service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Windows: the command line the SCM starts (`ImagePath`). Absent on Linux.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_path: Option<String>,
 }
 
 /// `telemetry/system_metrics`: one sample of the machine's load.

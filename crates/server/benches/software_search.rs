@@ -266,6 +266,7 @@ fn inventory(agent_id: &str, packages: &[(String, String)]) -> DaemonReport {
                 installed_size_bytes: None,
                 install_time: None,
                 publisher: None,
+                uninstall_string: None,
             })
             .collect(),
     ));

@@ -465,6 +465,7 @@ mod tests {
             installed_size_bytes: None,
             install_time: None,
             publisher: None,
+            uninstall_string: None,
         }
     }
 

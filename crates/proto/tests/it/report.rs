@@ -23,6 +23,7 @@ fn sample() -> DaemonReport {
         installed_size_bytes: Some(12_345 * 1024),
         install_time: None,
         publisher: None,
+        uninstall_string: None,
     };
     DaemonReport::new(
         HostIdentity {
@@ -125,4 +126,41 @@ fn worker_names_parse_and_reject_unknown_ones() {
         );
     }
     assert!("firmware".parse::<Worker>().is_err());
+}
+
+/// The Windows-only fields are left out where a source has none (a Linux report's JSON is as
+/// before), and carried when set.
+#[test]
+fn windows_only_fields_are_absent_unless_set() {
+    let mut package = Package {
+        name: "7-Zip 23.01 (x64)".into(),
+        version: "23.01".into(),
+        architecture: Some("x64".into()),
+        source: "registry".into(),
+        installed_size_bytes: None,
+        install_time: None,
+        publisher: Some("Igor Pavlov".into()),
+        uninstall_string: None,
+    };
+    let json = serde_json::to_value(&package).unwrap();
+    assert!(json.get("uninstall_string").is_none(), "{json}");
+    package.uninstall_string = Some(r#""C:\Program Files\7-Zip\Uninstall.exe""#.into());
+    let json = serde_json::to_value(&package).unwrap();
+    assert_eq!(
+        json["uninstall_string"],
+        r#""C:\Program Files\7-Zip\Uninstall.exe""#
+    );
+    assert_eq!(serde_json::from_value::<Package>(json).unwrap(), package);
+
+    let service: muster_proto::data::Service = serde_json::from_value(json!({
+        "name": "ssh.service", "load_state": "loaded", "active_state": "active",
+        "sub_state": "running", "description": "OpenBSD Secure Shell server"
+    }))
+    .unwrap();
+    assert_eq!(service.display_name, None);
+    assert_eq!(service.pid, None);
+    let back = serde_json::to_value(&service).unwrap();
+    for absent in ["display_name", "start_type", "pid", "binary_path"] {
+        assert!(back.get(absent).is_none(), "{back}");
+    }
 }

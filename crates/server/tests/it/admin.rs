@@ -66,6 +66,7 @@ fn package(name: &str, version: &str) -> Package {
         installed_size_bytes: None,
         install_time: None,
         publisher: None,
+        uninstall_string: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn dpkg(packages: &[(&str, &str)]) -> FunctionReport {
                 installed_size_bytes: None,
                 install_time: None,
                 publisher: None,
+                uninstall_string: None,
             })
             .collect(),
     ))

@@ -63,6 +63,10 @@ fn parse_unit_line(line: &str) -> Option<Service> {
         active_state: active_state.to_owned(),
         sub_state: sub_state.to_owned(),
         description: (!description.is_empty()).then(|| description.to_owned()),
+        display_name: None,
+        start_type: None,
+        pid: None,
+        binary_path: None,
     })
 }
 
@@ -210,6 +214,10 @@ mod tests {
             active_state: active.into(),
             sub_state: sub.into(),
             description: Some(description.into()),
+            display_name: None,
+            start_type: None,
+            pid: None,
+            binary_path: None,
         }
     }
 

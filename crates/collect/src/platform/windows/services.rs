@@ -217,7 +217,13 @@ pub fn collect(_: &Context) -> Collected {
             }
             .to_owned(),
             sub_state: state_name(service.state).to_owned(),
-            description: service.display_name,
+            // The Services console's two columns: the display name is also the description
+            // Linux readers look for.
+            description: service.display_name.clone(),
+            display_name: service.display_name,
+            start_type: service.start_type.map(|t| start_type_name(t).to_owned()),
+            pid: (service.pid != 0).then_some(service.pid),
+            binary_path: service.binary_path,
             name: service.name,
         })
         .collect();

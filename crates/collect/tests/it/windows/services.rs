@@ -58,6 +58,15 @@ fn lists_wines_services_and_one_the_test_registers() {
         ("inactive", "stopped")
     );
     assert_eq!(ours.description.as_deref(), Some("Muster collector test"));
+    assert_eq!(ours.display_name.as_deref(), Some("Muster collector test"));
+    assert_eq!(ours.start_type.as_deref(), Some("demand"));
+    assert_eq!(ours.pid, None, "a stopped service has no process");
+    assert!(
+        ours.binary_path
+            .as_deref()
+            .is_some_and(|p| p.to_ascii_lowercase().contains("notepad.exe")),
+        "{ours:?}"
+    );
     let rpcss = find("RpcSs");
     assert!(
         ["auto", "demand", "boot", "system", "disabled"].contains(&rpcss.load_state.as_str()),

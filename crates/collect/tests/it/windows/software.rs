@@ -119,6 +119,10 @@ fn finds_uninstall_entries_in_both_views_and_per_user_then_not_after_removal() {
     assert_eq!(machine64.publisher.as_deref(), Some("Muster Tests Ltd"));
     assert_eq!(machine64.installed_size_bytes, Some(2048 * 1024));
     assert_eq!(
+        machine64.uninstall_string.as_deref(),
+        Some(r#""C:\Program Files\Muster Test\uninstall.exe" /S"#)
+    );
+    assert_eq!(
         machine64.install_time.map(|t| t.to_string()).as_deref(),
         Some("2024-01-31T00:00:00Z")
     );

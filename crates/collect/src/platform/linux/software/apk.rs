@@ -34,6 +34,7 @@ pub fn parse_apk_installed(text: &str) -> Vec<Package> {
             installed_size_bytes: stanza.size.trim().parse().ok(),
             install_time: None,
             publisher: non_empty(stanza.maintainer),
+            uninstall_string: None,
         })
     }
 

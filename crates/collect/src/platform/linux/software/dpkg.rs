@@ -38,6 +38,7 @@ impl DpkgEntry<'_> {
             installed_size_bytes: self.installed_size_kib.map(|k| k.saturating_mul(1024)),
             install_time: None,
             publisher: self.maintainer.map(str::to_owned),
+            uninstall_string: None,
         }
     }
 }

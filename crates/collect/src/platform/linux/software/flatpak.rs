@@ -148,6 +148,7 @@ fn deployed(kind: &Path, packages: &mut Vec<Package>) {
                     // flatpak writes `deploy` once, when it deploys the commit.
                     install_time: modified(&active.join("deploy")),
                     publisher: info.developer,
+                    uninstall_string: None,
                 });
             }
         }

@@ -132,6 +132,7 @@ mod tests {
             installed_size_bytes: None,
             install_time: None,
             publisher: None,
+            uninstall_string: None,
         };
         let mut packages = vec![
             package("libc6", Some("i386")),

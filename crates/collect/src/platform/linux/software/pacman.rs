@@ -47,6 +47,7 @@ pub fn parse_pacman_desc(text: &str) -> Option<Package> {
         installed_size_bytes: size.and_then(|s| s.parse().ok()),
         install_time: installed.and_then(|s| s.parse().ok()).and_then(timestamp),
         publisher: packager,
+        uninstall_string: None,
     })
 }
 
@@ -112,6 +113,7 @@ mod tests {
                 installed_size_bytes: Some(48_724_386),
                 install_time: Some(jiff::Timestamp::from_second(1_711_299_000).unwrap()),
                 publisher: Some("Frederik Schwan <freswa@archlinux.org>".into()),
+                uninstall_string: None,
             }
         );
     }

@@ -78,6 +78,7 @@ impl RpmHeader {
             installed_size_bytes: self.size,
             install_time: self.install_time.and_then(|t| timestamp(t.into())),
             publisher: self.vendor,
+            uninstall_string: None,
         }
     }
 }
@@ -215,6 +216,7 @@ pub fn parse_rpm_query(text: &str) -> Vec<Package> {
                 installed_size_bytes: next().and_then(|s| s.parse().ok()),
                 install_time: next().and_then(|s| s.parse().ok()).and_then(timestamp),
                 publisher: next(),
+                uninstall_string: None,
                 source: "rpm".to_owned(),
             })
         })

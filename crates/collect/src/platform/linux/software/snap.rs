@@ -133,6 +133,7 @@ fn package(
         installed_size_bytes: size,
         install_time: time,
         publisher: None,
+        uninstall_string: None,
     }
 }
 

@@ -82,6 +82,7 @@ impl UninstallEntry {
             installed_size_bytes: self.estimated_size_kib.map(|kib| kib.saturating_mul(1024)),
             install_time: self.install_date.as_deref().and_then(parse_install_date),
             publisher: self.publisher.clone(),
+            uninstall_string: self.uninstall_string.clone(),
         })
     }
 }
@@ -237,6 +238,7 @@ fn hotfixes(problems: &mut Vec<String>) -> Vec<Package> {
             installed_size_bytes: None,
             install_time: installed,
             publisher: Some("Microsoft Corporation".to_owned()),
+            uninstall_string: None,
         });
     }
     updates
