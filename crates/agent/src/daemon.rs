@@ -354,17 +354,7 @@ impl PidFile {
                 });
             }
         };
-        let mut pidfile = PidFile {
-            path: path.to_owned(),
-            file,
-        };
-        pidfile
-            .write_pid(std::process::id())
-            .map_err(|source| PidFileError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(pidfile)
+        PidFile::holding(path, file)
     }
 
     /// Writes our pid without a lock: there is no `flock` here.
@@ -374,6 +364,12 @@ impl PidFile {
             path: path.to_owned(),
             source,
         })?;
+        PidFile::holding(path, file)
+    }
+
+    /// The pidfile at `path`, opened as `file`, with our pid written in it.
+    #[cfg(not(unix))]
+    fn holding(path: &Path, file: File) -> Result<PidFile, PidFileError> {
         let mut pidfile = PidFile {
             path: path.to_owned(),
             file,

@@ -131,9 +131,11 @@ async fn write_pending(store: &Store, pending: &mut HashMap<(String, String), He
     if pending.is_empty() {
         return;
     }
-    let rows: Vec<HeartbeatRow> = pending.drain().map(|(_, row)| row).collect();
-    for group in rows.chunks(MAX_GROUP) {
-        let mut group = Some(group.to_vec());
+    let mut rows: Vec<HeartbeatRow> = pending.drain().map(|(_, row)| row).collect();
+    while !rows.is_empty() {
+        // The rows move into their group: no copy per heartbeat.
+        let rest = rows.split_off(rows.len().min(MAX_GROUP));
+        let mut group = Some(std::mem::replace(&mut rows, rest));
         let written = store
             .heartbeats(&mut || group.take().unwrap_or_default())
             .await;

@@ -451,6 +451,22 @@ async fn locks_delete(
 }
 
 /// Waits until `condition` holds on what the server saw (polling, bounded).
+/// Waits until an agent has enrolled and delivered one of each: heartbeat, inventory and
+/// telemetry.
+pub async fn until_reporting(server: &FakeServer) {
+    until(
+        server,
+        "enrolment, heartbeat, inventory and telemetry",
+        |s| {
+            s.registrations == 1
+                && s.heartbeats >= 1
+                && !s.inventories.is_empty()
+                && !s.metrics.is_empty()
+        },
+    )
+    .await;
+}
+
 pub async fn until(server: &FakeServer, what: &str, condition: impl Fn(&Seen) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

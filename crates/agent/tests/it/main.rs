@@ -22,6 +22,16 @@ mod winservice;
 
 use std::process::{Command, Output};
 
+/// A finished command's exit status and both its outputs, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs `muster-agent` with `args`.
 pub fn agent(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_muster-agent"))

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use crate::fake_server::until;
-use crate::fake_server::{ENROL_TOKEN, FakeServer, TENANT};
+use crate::fake_server::{ENROL_TOKEN, FakeServer, TENANT, until_reporting};
 
 /// An agent's state directory and configuration file, in a temporary directory.
 pub struct Setup {
@@ -202,17 +202,7 @@ async fn enrols_reports_at_once_and_reuses_its_identity() {
     let server = FakeServer::start().await;
     let setup = Setup::new(&server.url, 60, 600);
     let agent = setup.start();
-    until(
-        &server,
-        "enrolment, heartbeat, inventory and telemetry",
-        |s| {
-            s.registrations == 1
-                && s.heartbeats >= 1
-                && !s.inventories.is_empty()
-                && !s.metrics.is_empty()
-        },
-    )
-    .await;
+    until_reporting(&server).await;
     let (code, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(server.seen(|s| s.inventories[0].1.clone()), "full");

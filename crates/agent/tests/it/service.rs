@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::text;
 use muster_agent::service;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_muster-agent");
@@ -17,15 +18,6 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("muster-agent runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn ok(out: Output) -> Output {

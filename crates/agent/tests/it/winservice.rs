@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use muster_agent::service;
 
 use crate::fake_server::until;
-use crate::fake_server::{ENROL_TOKEN, FakeServer, TENANT};
+use crate::fake_server::{ENROL_TOKEN, FakeServer, TENANT, until_reporting};
+use crate::text;
 
 /// `CARGO_BIN_EXE_*` is the host's path (`/work/...`); Windows APIs (the SCM's binary path)
 /// need Wine's mapping of `/`, `Z:\`.
@@ -63,15 +64,6 @@ impl Scratch {
             .await
             .expect("muster-agent runs")
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn stdout(out: &Output) -> String {
@@ -156,17 +148,7 @@ async fn installs_runs_reports_stops_and_uninstalls_as_a_real_service() {
     assert_ne!(pid, 0);
 
     // The service is the agent: it enrols and reports.
-    until(
-        &server,
-        "enrolment, heartbeat, inventory and telemetry",
-        |s| {
-            s.registrations == 1
-                && s.heartbeats >= 1
-                && !s.inventories.is_empty()
-                && !s.metrics.is_empty()
-        },
-    )
-    .await;
+    until_reporting(&server).await;
     // The agent's own pidfile names the process the SCM reports.
     let pid_file = layout.state_dir.join("agent.pid");
     assert_eq!(read(&pid_file).trim(), pid.to_string());

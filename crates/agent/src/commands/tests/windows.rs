@@ -187,6 +187,29 @@ fn tree_spec(dir: &Path, timeout: Duration) -> (ExecSpec, ScriptDir) {
     (spec, script)
 }
 
+/// Runs `spec`, waits for its first process and returns the run with the tree's pids (seen
+/// over three seconds: Wine's `start.exe` comes and goes).
+async fn start_tree(
+    spec: ExecSpec,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<exec::ExecOutcome>, Vec<u32>) {
+    let (root_tx, root_rx) = std::sync::mpsc::channel();
+    let run = tokio::spawn(exec::run(
+        spec,
+        stop,
+        Box::new(move |pid| {
+            let _ = root_tx.send(pid);
+        }),
+    ));
+    let root = loop {
+        if let Ok(pid) = root_rx.try_recv() {
+            break u32::try_from(pid).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    (run, tree_of(root, Duration::from_secs(3)).await)
+}
+
 /// Waits (a few seconds at most) until none of `pids` runs.
 async fn all_gone(pids: &[u32]) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -207,23 +230,9 @@ async fn all_gone(pids: &[u32]) {
 async fn a_script_s_children_and_grandchildren_all_die_at_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (spec, _script) = tree_spec(dir.path(), Duration::from_secs(6));
-    let (root_tx, root_rx) = std::sync::mpsc::channel();
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = std::time::Instant::now();
-    let run = tokio::spawn(exec::run(
-        spec,
-        stop_rx,
-        Box::new(move |pid| {
-            let _ = root_tx.send(pid);
-        }),
-    ));
-    let root = loop {
-        if let Ok(pid) = root_rx.try_recv() {
-            break u32::try_from(pid).unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let tree = tree_of(root, Duration::from_secs(3)).await;
+    let (run, tree) = start_tree(spec, stop_rx).await;
     // cmd, its two pings, the background cmd and its ping (and Wine's start.exe, twice).
     assert!(tree.len() >= 5, "{tree:?}");
     let running: Vec<u32> = tree.iter().copied().filter(|p| job::alive(*p)).collect();
@@ -239,22 +248,8 @@ async fn a_script_s_children_and_grandchildren_all_die_at_its_timeout() {
 async fn a_stop_request_stops_the_whole_tree() {
     let dir = tempfile::tempdir().unwrap();
     let (spec, _script) = tree_spec(dir.path(), Duration::from_secs(60));
-    let (root_tx, root_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let run = tokio::spawn(exec::run(
-        spec,
-        stop_rx,
-        Box::new(move |pid| {
-            let _ = root_tx.send(pid);
-        }),
-    ));
-    let root = loop {
-        if let Ok(pid) = root_rx.try_recv() {
-            break u32::try_from(pid).unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let tree = tree_of(root, Duration::from_secs(3)).await;
+    let (run, tree) = start_tree(spec, stop_rx).await;
     assert!(tree.len() >= 5, "{tree:?}");
     let asked = std::time::Instant::now();
     stop_tx.send(true).unwrap();
@@ -301,22 +296,8 @@ async fn a_crashed_agent_takes_its_running_commands_with_it() {
     if let Ok(pids_file) = std::env::var(CRASH_CHILD) {
         let dir = tempfile::tempdir().unwrap();
         let (spec, _script) = tree_spec(dir.path(), Duration::from_secs(120));
-        let (root_tx, root_rx) = std::sync::mpsc::channel();
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let run = tokio::spawn(exec::run(
-            spec,
-            stop_rx,
-            Box::new(move |pid| {
-                let _ = root_tx.send(pid);
-            }),
-        ));
-        let root = loop {
-            if let Ok(pid) = root_rx.try_recv() {
-                break u32::try_from(pid).unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let tree = tree_of(root, Duration::from_secs(3)).await;
+        let (run, tree) = start_tree(spec, stop_rx).await;
         let text: Vec<String> = tree.iter().map(u32::to_string).collect();
         let partial = format!("{pids_file}.part");
         std::fs::write(&partial, text.join("\n")).unwrap();

@@ -9,13 +9,11 @@ use std::fs::File;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use muster_proto::FunctionReport;
 use muster_proto::data::SystemMetrics;
-use muster_proto::{FunctionData, FunctionReport};
 
 use super::memory::{Meminfo, parse_meminfo};
 use crate::{CollectError, Context};
-
-const NAME: &str = "system_metrics";
 
 /// The aggregate `cpu` line of `/proc/stat`, in clock ticks. `guest` and `guest_nice` are
 /// left out: the kernel already counts them in `user` and `nice`.
@@ -315,16 +313,7 @@ impl TelemetrySampler {
             .map(|(sample, at)| (sample, now.saturating_duration_since(*at)));
         let metrics = metrics(&raw, previous);
         self.previous = Some((raw, now));
-
-        let problems = (!problems.is_empty()).then(|| problems.join("; "));
-        match metrics {
-            Some(metrics) => {
-                let mut report = FunctionReport::new(FunctionData::SystemMetrics(vec![metrics]));
-                report.error = problems;
-                report
-            }
-            None => FunctionReport::failed(NAME, problems.unwrap_or_default()),
-        }
+        crate::platform::metrics_report(metrics, &problems)
     }
 }
 
@@ -402,6 +391,7 @@ fn root_usage(context: &Context) -> Result<Option<f64>, CollectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use muster_proto::FunctionData;
     use proptest::prelude::*;
     use std::fs;
     use std::path::Path;

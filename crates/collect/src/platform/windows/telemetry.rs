@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use muster_proto::FunctionReport;
 use muster_proto::data::SystemMetrics;
-use muster_proto::{FunctionData, FunctionReport};
 use windows_sys::Win32::Foundation::{FILETIME, NO_ERROR};
 use windows_sys::Win32::NetworkManagement::IpHelper::{FreeMibTable, GetIfTable2, MIB_IF_TABLE2};
 use windows_sys::Win32::System::SystemInformation::GetSystemWindowsDirectoryW;
@@ -15,7 +15,6 @@ use windows_sys::Win32::System::Threading::GetSystemTimes;
 use super::win::{filetime, from_wide, last_error, os_error, win32_error};
 use crate::{CollectError, Context};
 
-const NAME: &str = "system_metrics";
 const IF_TYPE_SOFTWARE_LOOPBACK: u32 = 24;
 /// `InterfaceAndOperStatusFlags.FilterInterface`: a filter driver's view of another
 /// interface, whose counters would count that interface's bytes twice.
@@ -247,21 +246,14 @@ impl TelemetrySampler {
             .map(|(sample, at)| (sample, now.saturating_duration_since(*at)));
         let metrics = metrics(&raw, previous);
         self.previous = Some((raw, now));
-        let problems = (!problems.is_empty()).then(|| problems.join("; "));
-        match metrics {
-            Some(metrics) => {
-                let mut report = FunctionReport::new(FunctionData::SystemMetrics(vec![metrics]));
-                report.error = problems;
-                report
-            }
-            None => FunctionReport::failed(NAME, problems.unwrap_or_default()),
-        }
+        crate::platform::metrics_report(metrics, &problems)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use muster_proto::FunctionData;
 
     fn raw(busy: u64, idle: u64, rx: u64) -> RawSample {
         RawSample {
