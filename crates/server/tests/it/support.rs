@@ -5,6 +5,7 @@
 //! databases (each server gets its own, dropped with it).
 
 use std::sync::Once;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use muster_server::admin::CreatedTenant;
@@ -81,27 +82,57 @@ impl Drop for TestDatabase {
         };
         let (admin_url, name) = (admin_url.clone(), name.clone());
         // Drop runs inside the test's runtime, which cannot block on itself: a thread with its
-        // own runtime drops the database (FORCE ends the server's pooled connections).
+        // own runtime drops the database.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await?;
-                admin.close().await
-            })
+            runtime.block_on(drop_database(&admin_url, &name))
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
             panic!("dropping the test database: {dropped:?}");
         }
     }
+}
+
+/// Ends the server's pooled connections to `name`, then drops it.
+///
+/// Not `DROP DATABASE ... WITH (FORCE)`: for a role that is not a superuser, FORCE fails when
+/// an autovacuum worker happens to be in the database (it belongs to no role the test's role
+/// may signal), which a test that bulk-loads rows makes likely. A plain DROP cancels
+/// autovacuum itself; our own connections are ended first, and a race with a connection still
+/// closing is retried.
+async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    let mut admin = sqlx::PgConnection::connect(admin_url).await?;
+    let mut attempt = 0;
+    loop {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND usename = current_user AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .execute(&mut admin)
+        .await?;
+        let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&mut admin)
+        .await;
+        match dropped {
+            Ok(_) => break,
+            // 55006: object_in_use, a connection not yet gone; try again shortly.
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("55006") && attempt < 50 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    admin.close().await
 }
 
 /// `url` with its database (the path) replaced by `name`, keeping any `?query`.
