@@ -3,7 +3,7 @@
 //!
 //! - **Write-behind** (the default, every second): a heartbeat is answered at once; the writer
 //!   keeps the latest heartbeat of each agent in memory and writes them all once per flush
-//!   interval, a statement per [`MAX_GROUP`] agents, the way Fleet batches `last_seen`. A
+//!   interval, a transaction per [`MAX_GROUP`] agents, the way Fleet batches `last_seen`. A
 //!   heartbeat then never waits for the database, whose writer it shares with reports and
 //!   checkpoints. What it costs: a heartbeat is stored up to one interval late (online status
 //!   and last seen lag by that much), at most one interval of heartbeats is lost if the
@@ -25,8 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::ApiError;
 use crate::store::{HeartbeatRow, Store, StoreError};
 
-/// Updates written by one statement at most (6 bound values each).
-const MAX_GROUP: usize = 250;
+/// Updates written by one transaction at most: one statement's worth, so that a group holds
+/// SQLite's one writer for a few milliseconds and the reports queued behind it go between
+/// two groups.
+const MAX_GROUP: usize = crate::store::HEARTBEATS_PER_STATEMENT;
 /// Heartbeats waiting for the writer at most; beyond it requests wait to hand theirs over.
 const QUEUE: usize = 16_384;
 

@@ -305,6 +305,9 @@ pub use admin::{
 };
 pub use inventory::{InstalledPackage, InventoryChange, SoftwareHit, SoftwarePage, SoftwareQuery};
 
+/// The most heartbeats one statement updates: a power of two, up to 256 (1,536 parameters).
+pub const HEARTBEATS_PER_STATEMENT: usize = 256;
+
 /// Why an upload that builds on the held inventory was refused: the server holds another.
 pub const NOT_HELD: &str = "the base inventory is not held; send it in full";
 

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use muster_server::Limits;
+use muster_server::store::HeartbeatRow;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -369,6 +370,78 @@ async fn heartbeats_arriving_together_each_land_on_their_agent() {
                 assert_eq!(health["scans_completed"], k);
             }
         }
+    }
+}
+
+/// A group larger than one statement is cut into statements of every size (601 rows: 256 +
+/// 256 + 64 + 16 + 8 + 1), each row landing on its own agent; an unknown agent is not found
+/// and changes nothing.
+#[tokio::test]
+async fn a_large_group_of_heartbeats_lands_row_by_row() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let t = tenant.tenant.id.clone();
+        let ids: Vec<String> = (0..600).map(|k| format!("agent-{k:04}")).collect();
+        let values: Vec<String> = ids
+            .iter()
+            .map(|id| format!("('{id}', '{t}', 'host:{id}', '{id}', 0)"))
+            .collect();
+        crate::dashboard::sql(
+            &server,
+            format!(
+                "INSERT INTO agents (id, tenant_id, identity, hostname, created_at) VALUES {}",
+                values.join(", ")
+            ),
+        )
+        .await;
+        let row = |id: &str, k: i64| HeartbeatRow {
+            tenant_id: t.clone(),
+            agent_id: id.to_owned(),
+            seen_at: 1_000_000 + k,
+            agent_version: format!("1.0.{k}"),
+            health: format!("{{\"scans_completed\":{k}}}"),
+            interval_s: Some(k),
+        };
+        let mut rows: Vec<HeartbeatRow> = ids
+            .iter()
+            .enumerate()
+            .map(|(k, id)| row(id, k as i64))
+            .collect();
+        rows.push(row("not-an-agent", 7));
+        let mut group = Some(rows);
+        let found = server
+            .store
+            .heartbeats(&mut || group.take().unwrap_or_default())
+            .await
+            .unwrap();
+        let mut found: Vec<String> = found
+            .into_iter()
+            .map(|(tenant, agent)| {
+                assert_eq!(tenant, t);
+                agent
+            })
+            .collect();
+        found.sort();
+        assert_eq!(found, ids);
+        for (k, id) in ids.iter().enumerate() {
+            let agent = server.store.agent(&t, id).await.unwrap().unwrap();
+            assert_eq!(agent.last_seen, Some(1_000_000 + k as i64), "{id}");
+            assert_eq!(agent.agent_version, Some(format!("1.0.{k}")), "{id}");
+            assert_eq!(
+                agent.health,
+                Some(format!("{{\"scans_completed\":{k}}}")),
+                "{id}"
+            );
+        }
+        assert!(
+            server
+                .store
+                .agent(&t, "not-an-agent")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }
 

@@ -20,8 +20,9 @@ use uuid::Uuid;
 
 use super::{Conn, Db, Pool};
 use crate::store::{
-    AgentRecord, AgentRegistration, EnrolmentRefusal, HeartbeatRow, Ingested, MetricsRow, NOT_HELD,
-    NewInventory, NewToken, ReportMeta, StoreError, StoredInventory, Tenant, TokenRecord,
+    AgentRecord, AgentRegistration, EnrolmentRefusal, HEARTBEATS_PER_STATEMENT, HeartbeatRow,
+    Ingested, MetricsRow, NOT_HELD, NewInventory, NewToken, ReportMeta, StoreError,
+    StoredInventory, Tenant, TokenRecord,
 };
 use crate::token::TokenKind;
 
@@ -262,8 +263,13 @@ async fn use_enrolment_token(
 }
 
 /// Takes a connection, then the heartbeats `gather` hands over (their number is the caller's
-/// to bound; `heartbeats.rs`), and updates them all with one statement; returns the agents it
+/// to bound; `heartbeats.rs`), and updates them all in one transaction; returns the agents it
 /// found.
+///
+/// A group is cut into pieces of a power of two rows (300 = 256 + 32 + 8 + 4), so that only
+/// nine statement texts exist and each is prepared once per connection: preparing one of 256
+/// rows (1,536 parameters) took longer than running it, and a fleet's heartbeats run ten
+/// such statements a second.
 pub(in crate::store) async fn heartbeats(
     pool: &Pool,
     gather: &mut (dyn FnMut() -> Vec<HeartbeatRow> + Send),
@@ -273,50 +279,75 @@ pub(in crate::store) async fn heartbeats(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    // Named apart from the table's columns, so `RETURNING` is unambiguous on PostgreSQL; the
-    // casts give PostgreSQL the parameters' types.
-    let mut sql =
-        String::from("WITH v (tenant, agent, seen, version, health, interval_s) AS (VALUES ");
-    for k in 0..rows.len() {
-        let b = k * 6;
-        if k > 0 {
-            sql.push(',');
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let mut found = Vec::with_capacity(rows.len());
+    let mut rest = &rows[..];
+    while !rest.is_empty() {
+        let size = piece(rest.len());
+        let (now, later) = rest.split_at(size);
+        rest = later;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(heartbeat_sql(size)));
+        for row in now {
+            query = query
+                .bind(&row.tenant_id)
+                .bind(&row.agent_id)
+                .bind(row.seen_at)
+                .bind(&row.agent_version)
+                .bind(&row.health)
+                .bind(row.interval_s);
         }
-        // `?N` on SQLite: it looks `$N` up by name in a list, which costs the square of the
-        // parameters in a statement of thousands.
-        let p = super::PARAMETER;
-        sql.push_str(&format!(
-            "(CAST({p}{} AS TEXT), CAST({p}{} AS TEXT), CAST({p}{} AS BIGINT), \
-              CAST({p}{} AS TEXT), CAST({p}{} AS TEXT), CAST({p}{} AS BIGINT))",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6
-        ));
+        for row in query.fetch_all(&mut *tx).await? {
+            found.push((row.try_get("tenant_id")?, row.try_get("id")?));
+        }
     }
-    sql.push_str(
-        ") UPDATE agents SET last_seen = v.seen, agent_version = v.version, health = v.health, \
-             heartbeat_interval_s = v.interval_s \
-         FROM v WHERE agents.tenant_id = v.tenant AND agents.id = v.agent \
-         RETURNING tenant_id, id",
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for row in &rows {
-        query = query
-            .bind(&row.tenant_id)
-            .bind(&row.agent_id)
-            .bind(row.seen_at)
-            .bind(&row.agent_version)
-            .bind(&row.health)
-            .bind(row.interval_s);
-    }
-    let found = query.fetch_all(&mut *conn).await?;
-    found
-        .iter()
-        .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("id")?)))
-        .collect()
+    tx.commit().await?;
+    Ok(found)
+}
+
+/// The largest power of two not over `len` nor [`HEARTBEATS_PER_STATEMENT`].
+fn piece(len: usize) -> usize {
+    debug_assert!(len > 0);
+    let below = 1 << (usize::BITS - 1 - len.leading_zeros());
+    below.min(HEARTBEATS_PER_STATEMENT)
+}
+
+/// The statement that updates `size` agents from their heartbeats (6 parameters a row), built
+/// once per size.
+fn heartbeat_sql(size: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 9] = [const { std::sync::OnceLock::new() }; 9];
+    debug_assert!(size.is_power_of_two() && size <= HEARTBEATS_PER_STATEMENT);
+    SQL[size.trailing_zeros() as usize].get_or_init(|| {
+        // Named apart from the table's columns, so `RETURNING` is unambiguous on PostgreSQL;
+        // the casts give PostgreSQL the parameters' types.
+        let mut sql =
+            String::from("WITH v (tenant, agent, seen, version, health, interval_s) AS (VALUES ");
+        for k in 0..size {
+            let b = k * 6;
+            if k > 0 {
+                sql.push(',');
+            }
+            // `?N` on SQLite: it looks `$N` up by name in a list, which costs the square of
+            // the parameters in a statement of thousands.
+            let p = super::PARAMETER;
+            sql.push_str(&format!(
+                "(CAST({p}{} AS TEXT), CAST({p}{} AS TEXT), CAST({p}{} AS BIGINT), \
+                  CAST({p}{} AS TEXT), CAST({p}{} AS TEXT), CAST({p}{} AS BIGINT))",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            ));
+        }
+        sql.push_str(
+            ") UPDATE agents SET last_seen = v.seen, agent_version = v.version, \
+                 health = v.health, heartbeat_interval_s = v.interval_s \
+             FROM v WHERE agents.tenant_id = v.tenant AND agents.id = v.agent \
+             RETURNING tenant_id, id",
+        );
+        sql
+    })
 }
 
 /// Records the report id; `false` when it was stored before by this agent. A report id stored
@@ -606,4 +637,28 @@ pub(in crate::store) async fn report_count(
             .fetch_one(pool)
             .await?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_cut_into_powers_of_two_up_to_the_largest_statement() {
+        let cut = |mut len: usize| {
+            let mut pieces = Vec::new();
+            while len > 0 {
+                pieces.push(piece(len));
+                len -= piece(len);
+            }
+            pieces
+        };
+        assert_eq!(cut(1), [1]);
+        assert_eq!(cut(300), [256, 32, 8, 4]);
+        assert_eq!(cut(600), [256, 256, 64, 16, 8]);
+        assert_eq!(cut(255), [128, 64, 32, 16, 8, 4, 2, 1]);
+        for size in (0..9).map(|k| 1 << k) {
+            assert_eq!(heartbeat_sql(size).matches("CAST(").count(), size * 6);
+        }
+    }
 }
