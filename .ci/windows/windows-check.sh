@@ -82,12 +82,20 @@ build()  { timed win build -p muster-agent --profile "${WIN_PROFILE:-release}" -
 # INSTA_WORKSPACE_ROOT every snapshot would look new.
 tests()  { timed wine_prefix; INSTA_WORKSPACE_ROOT="$ROOT" timed win test "${CRATES[@]}" --locked; }
 # The MSI from the build, then installed and uninstalled under Wine (packaging/windows/).
+# In a prefix of its own, removed afterwards: an install left behind by an earlier run (whose
+# MSI had another ProductCode, which this one's uninstall does not reach) cannot change the
+# outcome.
 msi() {
   build
-  local out
+  local out shared=$WINEPREFIX rc=0
   out=$(timed bash "$ROOT/packaging/windows/build-msi.sh")
+  WINEPREFIX=$(mktemp -d /tmp/muster-wine-msi.XXXXXX)
   timed wine_prefix
-  timed bash "$ROOT/packaging/windows/test-msi.sh" "$out"
+  timed bash "$ROOT/packaging/windows/test-msi.sh" "$out" || rc=$?
+  /usr/lib/wine/wineserver -k 2>/dev/null || true
+  rm -rf "$WINEPREFIX"
+  WINEPREFIX=$shared
+  return "$rc"
 }
 
 cd "$ROOT"

@@ -17,7 +17,22 @@ export WINEDEBUG="${WINEDEBUG:--all}"
 C="$WINEPREFIX/drive_c"
 EXE="$C/Program Files/Muster/muster-agent.exe"
 DATA="$C/ProgramData/Muster"
-fail() { echo "test-msi: FAIL: $*" >&2; exit 1; }
+LOGS="$(mktemp -d)"
+# msiexec's verbose log of the step that failed is the only account of why it did.
+fail() {
+  echo "test-msi: FAIL: $*" >&2
+  if [ -n "${LAST_LOG:-}" ] && [ -s "$LAST_LOG" ]; then
+    echo "--- the end of msiexec's log ($LAST_LOG):" >&2
+    tail -n 60 "$LAST_LOG" >&2
+  fi
+  exit 1
+}
+# msi STEP ARGS...: msiexec ARGS with a verbose log kept as $LOGS/STEP.log.
+msi() {
+  local step=$1; shift
+  LAST_LOG="$LOGS/$step.log"
+  "$WINE" msiexec "$@" /l*v "$(winpath "$LAST_LOG")"
+}
 winpath() { printf 'Z:%s' "${1//\//\\}"; }
 service_status() {
   # The SCM's answer through a copy of the agent outside Program Files (the installed one
@@ -25,13 +40,17 @@ service_status() {
   set +e; "$WINE" "$PROBE" service status >/tmp/test-msi.status 2>&1; local rc=$?; set -e
   cat /tmp/test-msi.status >&2; return $rc
 }
-# The MSI starts the service; without a base_url the agent exits 78 at once. Wait for that
-# before the next msiexec, or the exiting process may still hold the binary while RemoveFiles
-# runs (Windows then replaces it at the next reboot; Wine leaves it).
+# The MSI starts the service; without a base_url the agent exits 78 at once. Wait for that,
+# and for its process to be gone, before the next msiexec: a process still exiting may hold
+# the binary while RemoveFiles runs (Windows then replaces it at the next reboot; Wine leaves
+# it), and Wine's StartService fails while it is still there (seen as StartServices failing
+# in a repair under load).
 wait_stopped() {
   for _ in $(seq 1 50); do
     service_status >/dev/null 2>&1 || true
-    grep -q 'state: Stopped' /tmp/test-msi.status && return 0
+    if grep -q 'state: Stopped' /tmp/test-msi.status && ! pgrep -f 'Muster.muster-agent\.exe run --service' >/dev/null; then
+      return 0
+    fi
     sleep 0.4
   done
   fail "the service did not stop: $(cat /tmp/test-msi.status)"
@@ -42,10 +61,10 @@ PROBE="$(mktemp -d)/probe.exe"
 cp "$(dirname "$MSI")/x86_64-pc-windows-gnu/$PROFILE/muster-agent.exe" "$PROBE"
 
 # A leftover install from an interrupted run would make this test meaningless.
-"$WINE" msiexec /x "$(winpath "$MSI")" /qn >/dev/null 2>&1 || true
+msi leftover /x "$(winpath "$MSI")" /qn >/dev/null 2>&1 || true
 rm -rf "$DATA"
 
-"$WINE" msiexec /i "$(winpath "$MSI")" /qn || fail "msiexec /i exited $?"
+msi install /i "$(winpath "$MSI")" /qn || fail "msiexec /i exited $?"
 [ -f "$EXE" ] || fail "no $EXE after install"
 [ -f "$DATA/agent.toml" ] || fail "no $DATA/agent.toml after install (Configure action)"
 [ -d "$DATA/state" ] && [ -d "$DATA/logs" ] || fail "no state/ or logs/ under $DATA"
@@ -57,20 +76,21 @@ echo "keep me" >"$DATA/state/agent.key"
 echo "# edited" >>"$DATA/agent.toml"
 
 # A reinstall (repair) keeps an edited configuration.
-"$WINE" msiexec /i "$(winpath "$MSI")" /qn REINSTALL=ALL REINSTALLMODE=vomus || fail "repair exited $?"
+msi repair /i "$(winpath "$MSI")" /qn REINSTALL=ALL REINSTALLMODE=vomus || fail "repair exited $?"
 grep -q '^# edited' "$DATA/agent.toml" || fail "the repair replaced agent.toml"
 wait_stopped
 
-"$WINE" msiexec /x "$(winpath "$MSI")" /qn || fail "msiexec /x exited $?"
+msi uninstall /x "$(winpath "$MSI")" /qn || fail "msiexec /x exited $?"
 [ ! -e "$EXE" ] || fail "$EXE still there after uninstall"
 rc=0; service_status || rc=$?
 [ "$rc" = 4 ] || fail "service status exited $rc after uninstall, not 4 (not installed)"
 [ "$(cat "$DATA/state/agent.key")" = "keep me" ] || fail "state not kept by uninstall"
 [ -f "$DATA/agent.toml" ] || fail "agent.toml not kept by uninstall"
 
-"$WINE" msiexec /i "$(winpath "$MSI")" /qn || fail "second msiexec /i exited $?"
+msi install-again /i "$(winpath "$MSI")" /qn || fail "second msiexec /i exited $?"
 wait_stopped
-"$WINE" msiexec /x "$(winpath "$MSI")" /qn PURGE=1 || fail "msiexec /x PURGE=1 exited $?"
+msi purge /x "$(winpath "$MSI")" /qn PURGE=1 || fail "msiexec /x PURGE=1 exited $?"
 [ ! -e "$DATA" ] || fail "$DATA still there after uninstall with PURGE=1"
 [ ! -e "$EXE" ] || fail "$EXE still there after uninstall with PURGE=1"
 echo "test-msi: ok (install, repair, uninstall keeping state, uninstall with PURGE=1)"
+rm -rf "$LOGS"
