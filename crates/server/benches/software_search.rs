@@ -307,7 +307,7 @@ async fn ingest(store: &Store, agent_id: &str, report: &DaemonReport, unchanged:
         };
         started = Instant::now();
         store
-            .ingest_inventory(&meta, &[], |_| Ok(new))
+            .ingest_inventory(&meta, &[], |_| Ok(new.clone()))
             .await
             .unwrap();
     }

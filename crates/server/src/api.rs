@@ -754,7 +754,9 @@ async fn daemon_report(
     let inventory = new_inventory(&report);
     let ingested = state
         .store
-        .ingest_inventory(&meta(caller, report_id, kind), &samples, |_| Ok(inventory))
+        .ingest_inventory(&meta(caller, report_id, kind), &samples, |_| {
+            Ok(inventory.clone())
+        })
         .await?;
     Ok(ack(report_id, ingested))
 }
@@ -779,7 +781,7 @@ async fn inventory_upload(
                 .ingest_inventory(
                     &meta(caller, report_id, ReportKind::InventoryFull),
                     &samples,
-                    |_| Ok(inventory),
+                    |_| Ok(inventory.clone()),
                 )
                 .await?;
             Ok(ack(report_id, ingested))
@@ -802,7 +804,7 @@ async fn inventory_upload(
                     .ok_or_else(|| StoreError::Conflict(NOT_HELD.into()))?;
                 let base: DaemonReport = serde_json::from_str(&stored.report)
                     .map_err(|e| StoreError::Corrupt(format!("stored inventory: {e}")))?;
-                let merged = ingest::apply_delta(base, report, &removed);
+                let merged = ingest::apply_delta(base, report.clone(), &removed);
                 let inventory = new_inventory(&merged);
                 warn_on_hash_mismatch(caller, &hash, &inventory.hash);
                 Ok(inventory)

@@ -94,6 +94,7 @@ impl From<&StoreError> for ApiError {
     fn from(e: &StoreError) -> Self {
         match e {
             StoreError::Conflict(message) => ApiError::Conflict(message.clone()),
+            StoreError::Stale => ApiError::Conflict(e.to_string()),
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             StoreError::Enrolment(refusal) => ApiError::Unauthorized(refusal.message()),
             StoreError::Database(sqlx::Error::PoolTimedOut) => {

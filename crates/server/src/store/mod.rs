@@ -41,6 +41,10 @@ pub enum StoreError {
     /// A registration the enrolment token no longer allows.
     #[error("{}", .0.message())]
     Enrolment(EnrolmentRefusal),
+    /// The stored inventory moved while a new one was being made from it (the store works it
+    /// out again; never answered as such).
+    #[error("the held inventory changed while the new one was being made")]
+    Stale,
 }
 
 /// Why an enrolment token refused a registration. Its holder proved they have the token, so
@@ -237,6 +241,76 @@ pub struct NewInventory {
     pub report: String,
 }
 
+/// How often an inventory is worked out again when the stored one moved meanwhile.
+pub const INGEST_ATTEMPTS: usize = 3;
+
+/// An inventory made ready for storing, outside the write transaction.
+#[derive(Debug)]
+pub(crate) struct PreparedInventory {
+    /// The stored inventory's hash when the work was done; stored only if it still is.
+    base_hash: Option<String>,
+    /// What `update` made, or why it refused (answered only if the report is not a retry).
+    new: Result<NewInventory, StoreError>,
+    /// The index's work when the hash changes; `None` for a resend of the held inventory.
+    index: Option<IndexWork>,
+}
+
+/// What moves the software index and the change history to a new inventory.
+#[derive(Debug)]
+pub(crate) struct IndexWork {
+    /// Every package of the new inventory.
+    packages: Vec<crate::inventory::Package>,
+    /// Its changes from the stored one (none for a first inventory, or one stored that
+    /// does not parse).
+    changes: Vec<crate::inventory::Change>,
+}
+
+impl PreparedInventory {
+    fn new<F>(meta: &ReportMeta, stored: Option<StoredInventory>, update: &F) -> PreparedInventory
+    where
+        F: Fn(Option<StoredInventory>) -> Result<NewInventory, StoreError>,
+    {
+        let base_hash = stored.as_ref().map(|s| s.hash.clone());
+        let old = stored.as_ref().map(|s| s.report.clone());
+        let (new, index) = match update(stored) {
+            Ok(new) if base_hash.as_deref() != Some(new.hash.as_str()) => {
+                match IndexWork::new(meta, old.as_deref(), &new.report) {
+                    Ok(work) => (Ok(new), Some(work)),
+                    Err(e) => (Err(e), None),
+                }
+            }
+            other => (other, None),
+        };
+        PreparedInventory {
+            base_hash,
+            new,
+            index,
+        }
+    }
+}
+
+impl IndexWork {
+    fn new(meta: &ReportMeta, old: Option<&str>, new: &str) -> Result<IndexWork, StoreError> {
+        let new: muster_proto::DaemonReport = serde_json::from_str(new)
+            .map_err(|e| StoreError::Corrupt(format!("inventory being stored: {e}")))?;
+        let changes = match old.map(serde_json::from_str::<muster_proto::DaemonReport>) {
+            Some(Ok(old)) => crate::inventory::diff(&old, &new),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    agent_id = %meta.agent_id,
+                    "the stored inventory does not parse ({e}); no changes recorded against it"
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        Ok(IndexWork {
+            packages: crate::inventory::packages(&new),
+            changes,
+        })
+    }
+}
+
 /// One telemetry sample.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct MetricsRow {
@@ -421,10 +495,15 @@ impl Store {
         on_backend!(self, write heartbeats(gather))
     }
 
-    /// Ingests an inventory report once per report id. Within one transaction: records the
-    /// report (a retry of a stored id answers `duplicate` and changes nothing), reads the
-    /// stored inventory, lets `update` make the new one (an `Err` — a delta on the wrong base —
-    /// undoes everything), stores it and the report's metrics samples.
+    /// Ingests an inventory report once per report id. First, outside any transaction, reads
+    /// the stored inventory (from a reader, on SQLite), lets `update` make the new one (an
+    /// `Err` — a delta on the wrong base — stores nothing) and works out its packages and its
+    /// changes from the stored one: the JSON work (parsing hundreds of KB, merging, hashing,
+    /// diffing) never holds the database's writer. Then, in one transaction: records the report
+    /// (a retry of a stored id answers `duplicate` and changes nothing), checks the stored
+    /// inventory is still the one worked on (by hash; if another report of the agent moved it
+    /// meanwhile, all of it is done again, up to [`INGEST_ATTEMPTS`] times), and stores the new
+    /// inventory, its index and changes, and the report's metrics samples.
     pub async fn ingest_inventory<F>(
         &self,
         meta: &ReportMeta,
@@ -432,9 +511,19 @@ impl Store {
         update: F,
     ) -> Result<Ingested, StoreError>
     where
-        F: FnOnce(Option<StoredInventory>) -> Result<NewInventory, StoreError> + Send,
+        F: Fn(Option<StoredInventory>) -> Result<NewInventory, StoreError> + Send + Sync,
     {
-        on_backend!(self, write ingest_inventory(meta, samples, update))
+        for _ in 0..INGEST_ATTEMPTS {
+            let stored = self.inventory(&meta.tenant_id, &meta.agent_id).await?;
+            let prepared = PreparedInventory::new(meta, stored, &update);
+            match on_backend!(self, write ingest_inventory(meta, samples, prepared)) {
+                Err(StoreError::Stale) => continue,
+                done => return done,
+            }
+        }
+        Err(StoreError::Conflict(
+            "the held inventory kept changing while this one was stored; send it again".into(),
+        ))
     }
 
     /// Ingests an "unchanged" report once per report id: the held inventory must be `hash`

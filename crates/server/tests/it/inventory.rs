@@ -2,11 +2,14 @@
 //! the store: fleet search by name and version ordering, an agent's packages, the changes
 //! between inventories, and tenants that never see each other's software.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use muster_proto::api::InventoryUpload;
 use muster_proto::data::{Memory, Package};
 use muster_proto::inventory::inventory_hash;
 use muster_proto::{DaemonReport, FunctionData, FunctionReport, Worker, WorkerReport};
 use muster_server::store::inventory::{InventoryChange, SoftwareQuery};
+use muster_server::store::{NewInventory, ReportKind, ReportMeta};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -601,5 +604,97 @@ async fn concurrent_first_inventories_share_one_package_table() {
                 .unwrap();
             assert_eq!(total, 300);
         }
+    }
+}
+
+/// An inventory is worked out outside the write transaction; when another report of the same
+/// agent replaces the stored inventory meanwhile, it is worked out again against the new one:
+/// its changes are recorded against what it really replaced, and the software index is the
+/// last inventory's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inventory_stored_meanwhile_is_worked_out_again() {
+    for backend in backends() {
+        let server = TestServer::start_on(&backend).await;
+        let tenant = server.tenant("acme").await;
+        let t = tenant.tenant.id.clone();
+        let (agent, token) = server
+            .register(
+                &tenant,
+                json!({"hostname": "web1", "public_key": public_key(1)}),
+            )
+            .await;
+        let a = inventory(&agent, GIB, &[("curl", "7.81.0-1")]);
+        post_ok(&server, &token, &full(&a)).await;
+        let b = inventory(&agent, GIB, &[("curl", "7.81.0-1"), ("htop", "3.0.5-7")]);
+        let c = inventory(&agent, GIB, &[("curl", "7.88.1-10")]);
+        let meta = |report: &DaemonReport| ReportMeta {
+            report_id: report.report_id,
+            tenant_id: t.clone(),
+            agent_id: agent.clone(),
+            kind: ReportKind::InventoryFull,
+            received_at: 1_000,
+        };
+        let new = |report: &DaemonReport| NewInventory {
+            hash: inventory_hash(report),
+            report: serde_json::to_string(report).unwrap(),
+        };
+        let calls = AtomicUsize::new(0);
+        let store = server.store.clone();
+        let ingested = server
+            .store
+            .ingest_inventory(&meta(&c), &[], |stored| {
+                let held = stored.map(|s| s.hash);
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    assert_eq!(held, Some(inventory_hash(&a)));
+                    // B is stored while C is being worked out, as another request would.
+                    let (meta_b, new_b) = (meta(&b), new(&b));
+                    tokio::task::block_in_place(|| {
+                        tokio::runtime::Handle::current().block_on(async {
+                            store
+                                .ingest_inventory(&meta_b, &[], |_| Ok(new_b.clone()))
+                                .await
+                                .unwrap()
+                        })
+                    });
+                } else {
+                    assert_eq!(held, Some(inventory_hash(&b)));
+                }
+                Ok(new(&c))
+            })
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "worked out again once");
+        assert_eq!(ingested.hash, Some(inventory_hash(&c)));
+
+        let mut history: Vec<(String, String, Option<String>)> = server
+            .store
+            .inventory_history(&t, &agent, None, 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.item, c.change, c.new))
+            .collect();
+        history.sort();
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            history,
+            vec![
+                // C against B (not against A, which C's first working-out saw).
+                ("curl".into(), "upgraded".into(), s("7.88.1-10")),
+                // B against A.
+                ("htop".into(), "added".into(), s("3.0.5-7")),
+                ("htop".into(), "removed".into(), None),
+            ]
+        );
+        let (total, packages) = server
+            .store
+            .agent_software(&t, &agent, None, 10, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(
+            (packages[0].name.as_str(), packages[0].version.as_str()),
+            ("curl", "7.88.1-10")
+        );
     }
 }

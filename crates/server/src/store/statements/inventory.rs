@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use muster_proto::DaemonReport;
 use sqlx::Row;
 
 use super::super::{Conn, Pool};
@@ -20,7 +19,7 @@ use crate::inventory::{self, Package};
 use crate::store::inventory::{
     InstalledPackage, InventoryChange, SoftwareHit, SoftwarePage, SoftwareQuery,
 };
-use crate::store::{NewInventory, ReportMeta, StoreError};
+use crate::store::{IndexWork, ReportMeta, StoreError};
 
 /// Rows per multi-row statement: 7 bound values a package row, 8 a change row.
 const PACKAGE_ROWS: usize = 200;
@@ -61,41 +60,17 @@ fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
     out
 }
 
-/// Brings the software index and the change history of `meta.agent_id` to `new`, the
-/// inventory about to replace the stored one (`had_inventory`: whether one is stored; it is
-/// read from the `inventory` table, which must not have been overwritten yet). Runs inside the
-/// ingest transaction.
+/// Brings the software index and the change history of `meta.agent_id` to the inventory
+/// `work` was prepared from (outside the transaction: `Store::ingest_inventory`). Runs inside
+/// the ingest transaction.
 pub(in crate::store) async fn index_inventory(
     tx: &mut Conn,
     meta: &ReportMeta,
-    had_inventory: bool,
-    new: &NewInventory,
+    work: &IndexWork,
 ) -> Result<(), StoreError> {
-    let report: DaemonReport = serde_json::from_str(&new.report)
-        .map_err(|e| StoreError::Corrupt(format!("inventory being stored: {e}")))?;
-    let packages = inventory::packages(&report);
     let host_id = host(tx, &meta.tenant_id, &meta.agent_id).await?;
-    relink(tx, &meta.tenant_id, host_id, &packages).await?;
-    if had_inventory {
-        let old: Option<String> = sqlx::query_scalar(
-            "SELECT report FROM inventory WHERE tenant_id = $1 AND agent_id = $2",
-        )
-        .bind(&meta.tenant_id)
-        .bind(&meta.agent_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match old.map(|o| serde_json::from_str::<DaemonReport>(&o)) {
-            Some(Ok(old)) => {
-                let changes = inventory::diff(&old, &report);
-                insert_changes(tx, meta, &changes).await?;
-            }
-            Some(Err(e)) => tracing::warn!(
-                agent_id = %meta.agent_id,
-                "the stored inventory does not parse ({e}); no changes recorded against it"
-            ),
-            None => {}
-        }
-    }
+    relink(tx, &meta.tenant_id, host_id, &work.packages).await?;
+    insert_changes(tx, meta, &work.changes).await?;
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::{Conn, Db, Pool};
 use crate::store::{
     AgentRecord, AgentRegistration, EnrolmentRefusal, HEARTBEATS_PER_STATEMENT, HeartbeatRow,
-    Ingested, MetricsRow, NOT_HELD, NewInventory, NewToken, ReportMeta, StoreError,
+    Ingested, MetricsRow, NOT_HELD, NewToken, PreparedInventory, ReportMeta, StoreError,
     StoredInventory, Tenant, TokenRecord,
 };
 use crate::token::TokenKind;
@@ -472,27 +472,29 @@ async fn duplicate(
     })
 }
 
-pub(in crate::store) async fn ingest_inventory<F>(
+/// Stores `prepared` (made outside the transaction) if the held inventory is still the one it
+/// was made from; [`StoreError::Stale`] otherwise, with nothing recorded.
+pub(in crate::store) async fn ingest_inventory(
     pool: &Pool,
     meta: &ReportMeta,
     samples: &[MetricsRow],
-    update: F,
-) -> Result<Ingested, StoreError>
-where
-    F: FnOnce(Option<StoredInventory>) -> Result<NewInventory, StoreError> + Send,
-{
+    prepared: PreparedInventory,
+) -> Result<Ingested, StoreError> {
     let mut tx = pool.begin().await?;
     if !record_report(&mut tx, meta).await? {
         return duplicate(tx, meta).await;
     }
-    let stored = inventory_in(&mut tx, &meta.tenant_id, &meta.agent_id).await?;
-    let held = stored.as_ref().map(|s| s.hash.clone());
-    // An `Err` drops the transaction, which rolls the report's record back too.
-    let new = update(stored)?;
+    // Only the hash is read: the stored report (hundreds of KB) was read and worked on before.
+    let held = current_hash(&mut tx, &meta.tenant_id, &meta.agent_id).await?;
+    // Each `Err` drops the transaction, which rolls the report's record back too.
+    if held != prepared.base_hash {
+        return Err(StoreError::Stale);
+    }
+    let new = prepared.new?;
     // A new inventory (not a resend of the held one) moves the software index and records
     // its changes.
-    if held.as_deref() != Some(new.hash.as_str()) {
-        index_inventory(&mut tx, meta, held.is_some(), &new).await?;
+    if let Some(work) = &prepared.index {
+        index_inventory(&mut tx, meta, work).await?;
     }
     sqlx::query(
         "INSERT INTO inventory (agent_id, tenant_id, hash, report, report_id, updated_at) \
