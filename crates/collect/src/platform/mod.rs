@@ -26,6 +26,24 @@ fn metrics_report(
     }
 }
 
+/// `part` as a percentage of `whole`; 0 when `whole` is.
+#[cfg(any(target_os = "linux", windows))]
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64 * 100.0
+    }
+}
+
+/// A counter's growth per second between two readings `seconds` apart. `None` without both
+/// readings and the time between them, or when the counter went down (wrapped, reset, or
+/// summed over a device that went away): no rate rather than a negative one.
+#[cfg(any(target_os = "linux", windows))]
+fn counter_rate(now: Option<u64>, then: Option<u64>, seconds: Option<f64>) -> Option<f64> {
+    Some(now?.checked_sub(then?)? as f64 / seconds?)
+}
+
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "linux")]

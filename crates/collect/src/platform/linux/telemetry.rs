@@ -13,6 +13,7 @@ use muster_proto::FunctionReport;
 use muster_proto::data::SystemMetrics;
 
 use super::memory::{Meminfo, parse_meminfo};
+use crate::platform::{counter_rate, percent};
 use crate::{CollectError, Context};
 
 /// The aggregate `cpu` line of `/proc/stat`, in clock ticks. `guest` and `guest_nice` are
@@ -221,9 +222,7 @@ pub fn metrics(
     let memory = current.memory?;
     let previous = previous.filter(|(_, elapsed)| !elapsed.is_zero());
     let seconds = previous.map(|(_, elapsed)| elapsed.as_secs_f64());
-    let rate = |now: Option<u64>, then: Option<u64>| -> Option<f64> {
-        Some(now?.checked_sub(then?)? as f64 / seconds?)
-    };
+    let rate = |now, then| counter_rate(now, then, seconds);
     let (net, net_before) = (current.net, previous.and_then(|(p, _)| p.net));
     let (disk, disk_before) = (current.disk_io, previous.and_then(|(p, _)| p.disk_io));
     let cpu_before = previous.and_then(|(p, _)| p.cpu);
@@ -269,14 +268,6 @@ fn cpu_usage(then: Option<CpuTimes>, now: Option<CpuTimes>) -> Option<f64> {
     let total = now.total().checked_sub(then.total())?;
     let busy = now.busy().checked_sub(then.busy())?;
     (total > 0).then(|| (busy as f64 / total as f64 * 100.0).min(100.0))
-}
-
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64 * 100.0
-    }
 }
 
 /// Takes telemetry samples, keeping the previous one to compute CPU usage and rates from.

@@ -13,6 +13,7 @@ use windows_sys::Win32::System::SystemInformation::GetSystemWindowsDirectoryW;
 use windows_sys::Win32::System::Threading::GetSystemTimes;
 
 use super::win::{filetime, from_wide, last_error, os_error, win32_error};
+use crate::platform::{counter_rate, percent};
 use crate::{CollectError, Context};
 
 const IF_TYPE_SOFTWARE_LOOPBACK: u32 = 24;
@@ -52,14 +53,6 @@ pub struct RawSample {
     pub disk_usage: Option<f64>,
 }
 
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64 * 100.0
-    }
-}
-
 /// The metrics of `current`, with CPU usage and rates over `previous` (the Linux sampler's
 /// rules: a counter that went down gives no rate). `None` without memory figures.
 pub fn metrics(
@@ -69,9 +62,7 @@ pub fn metrics(
     let memory = current.memory?;
     let previous = previous.filter(|(_, elapsed)| !elapsed.is_zero());
     let seconds = previous.map(|(_, elapsed)| elapsed.as_secs_f64());
-    let rate = |now: Option<u64>, then: Option<u64>| -> Option<f64> {
-        Some(now?.checked_sub(then?)? as f64 / seconds?)
-    };
+    let rate = |now, then| counter_rate(now, then, seconds);
     let before = |f: fn(&RawSample) -> Option<(u64, u64)>| previous.and_then(|(p, _)| f(p));
     let (net, net_before) = (current.net, before(|s| s.net));
     let (disk, disk_before) = (current.disk_io, before(|s| s.disk_io));
