@@ -798,7 +798,7 @@ async fn inventory_upload(
             }
             let samples = ingest::take_telemetry(&mut report);
             let report_id = report.report_id;
-            let update = |stored: Option<crate::store::StoredInventory>| {
+            let update = |stored: Option<&crate::store::StoredInventory>| {
                 let stored = stored
                     .filter(|s| s.hash == base_hash)
                     .ok_or_else(|| StoreError::Conflict(NOT_HELD.into()))?;

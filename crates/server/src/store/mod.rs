@@ -266,15 +266,14 @@ pub(crate) struct IndexWork {
 }
 
 impl PreparedInventory {
-    fn new<F>(meta: &ReportMeta, stored: Option<StoredInventory>, update: &F) -> PreparedInventory
+    fn new<F>(meta: &ReportMeta, stored: Option<&StoredInventory>, update: &F) -> PreparedInventory
     where
-        F: Fn(Option<StoredInventory>) -> Result<NewInventory, StoreError>,
+        F: Fn(Option<&StoredInventory>) -> Result<NewInventory, StoreError>,
     {
-        let base_hash = stored.as_ref().map(|s| s.hash.clone());
-        let old = stored.as_ref().map(|s| s.report.clone());
+        let base_hash = stored.map(|s| s.hash.clone());
         let (new, index) = match update(stored) {
             Ok(new) if base_hash.as_deref() != Some(new.hash.as_str()) => {
-                match IndexWork::new(meta, old.as_deref(), &new.report) {
+                match IndexWork::new(meta, stored.map(|s| s.report.as_str()), &new.report) {
                     Ok(work) => (Ok(new), Some(work)),
                     Err(e) => (Err(e), None),
                 }
@@ -511,11 +510,11 @@ impl Store {
         update: F,
     ) -> Result<Ingested, StoreError>
     where
-        F: Fn(Option<StoredInventory>) -> Result<NewInventory, StoreError> + Send + Sync,
+        F: Fn(Option<&StoredInventory>) -> Result<NewInventory, StoreError> + Send + Sync,
     {
         for _ in 0..INGEST_ATTEMPTS {
             let stored = self.inventory(&meta.tenant_id, &meta.agent_id).await?;
-            let prepared = PreparedInventory::new(meta, stored, &update);
+            let prepared = PreparedInventory::new(meta, stored.as_ref(), &update);
             match on_backend!(self, write ingest_inventory(meta, samples, prepared)) {
                 Err(StoreError::Stale) => continue,
                 done => return done,

@@ -643,7 +643,7 @@ async fn an_inventory_stored_meanwhile_is_worked_out_again() {
         let ingested = server
             .store
             .ingest_inventory(&meta(&c), &[], |stored| {
-                let held = stored.map(|s| s.hash);
+                let held = stored.map(|s| s.hash.clone());
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     assert_eq!(held, Some(inventory_hash(&a)));
                     // B is stored while C is being worked out, as another request would.
